@@ -1,0 +1,332 @@
+"""PostGIS store: psycopg2 with a thread-safe connection pool.
+
+Geometry goes in as WKB (``ST_GeomFromWKB(%s, 4326)``) and comes back with ``ST_AsBinary``, so it
+round-trips exactly. Spatial filters are ``geom && <envelope>`` (GIST index) AND ``ST_Intersects`` (exact).
+Every value is bound as a parameter; every identifier is quoted.
+
+Concurrency: ``put_units`` takes ``FOR KEY SHARE`` locks on the stored parents it relies on and
+``delete_units`` takes ``FOR UPDATE`` locks on the rows it deletes before looking for children, so a
+concurrent put and delete cannot leave an orphan.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+import psycopg2.pool
+from geopandas import GeoDataFrame
+from shapely.geometry.base import BaseGeometry
+
+from gridmap.codes import LEVELS
+from gridmap.units import empty_units
+from storage._common import (
+    check_parents,
+    checked_bbox,
+    checked_geometry,
+    checked_level,
+    children_error,
+    code_list,
+    load_migrations,
+    mask_url,
+    newer_schema_error,
+    one_line,
+    prepare_batch,
+    to_units,
+)
+from storage.base import BBox, Store
+from storage.errors import StoreConfigError, StoreError
+
+#: Environment variable with the maximum number of pooled connections (default 8).
+POOL_SIZE_ENV = "GRIDMAP_DB_POOL_SIZE"
+DEFAULT_POOL_SIZE = 8
+#: Seconds a caller waits for a free pooled connection before StoreError.
+ACQUIRE_TIMEOUT = 30.0
+#: Seconds libpq waits for the server when connecting (unless the URL sets connect_timeout).
+CONNECT_TIMEOUT = 10
+#: Rows per INSERT statement in put_units.
+PAGE_SIZE = 1000
+#: pg_advisory_xact_lock key serialising schema migrations ("gridmap" in ASCII).
+MIGRATION_LOCK = 0x67726964_6D6170
+
+_COLUMNS = '"code", "level", "name", "parent_code", "worker", "population", "attributes"'
+_SELECT = f'SELECT {_COLUMNS}, ST_AsBinary("geom") FROM "units"'
+_UPSERT = f"""
+INSERT INTO "units" ({_COLUMNS}, "geom") VALUES %s
+ON CONFLICT ("code") DO UPDATE SET
+    "level" = EXCLUDED."level",
+    "name" = EXCLUDED."name",
+    "parent_code" = EXCLUDED."parent_code",
+    "worker" = EXCLUDED."worker",
+    "population" = EXCLUDED."population",
+    "attributes" = EXCLUDED."attributes",
+    "geom" = EXCLUDED."geom"
+"""
+_UPSERT_ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, ST_GeomFromWKB(%s, 4326))"
+_ENVELOPE = "ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
+_CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS "schema_migrations" (
+    "version"    integer PRIMARY KEY,
+    "applied_at" timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+class PostgisStore(Store):
+    """Units in the ``units`` table of a PostgreSQL database with PostGIS, reached at ``url``."""
+
+    backend = "postgis"
+
+    def __init__(self, url: str, *, pool_size: int | None = None) -> None:
+        self.url = mask_url(url)
+        self._size = _pool_size() if pool_size is None else pool_size
+        self._slots = threading.BoundedSemaphore(self._size)
+        self._closed = False
+        try:
+            given = psycopg2.extensions.parse_dsn(url)
+        except psycopg2.Error as error:
+            raise StoreConfigError(f"cannot connect to PostgreSQL at {self.url}: {one_line(error)}") from error
+        extra = {"connect_timeout": CONNECT_TIMEOUT, "application_name": "gridmap", "client_encoding": "UTF8"}
+        extra = {k: v for k, v in extra.items() if k not in given}
+        try:
+            self._pool = psycopg2.pool.ThreadedConnectionPool(1, self._size, dsn=url, **extra)
+        except psycopg2.Error as error:
+            raise StoreConfigError(f"cannot connect to PostgreSQL at {self.url}: {one_line(error)}") from error
+        try:
+            self._prepare()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------ the contract
+
+    def put_units(self, units: GeoDataFrame) -> int:
+        batch = prepare_batch(units)
+        if not len(batch):
+            return 0
+        with self._cursor("put_units") as cur:
+            wanted = [p for p in batch.needs if p is not None]
+            stored: set[str] = set()
+            if wanted:
+                cur.execute('SELECT "code" FROM "units" WHERE "code" = ANY(%s::text[]) FOR KEY SHARE', (wanted,))
+                stored = {code for (code,) in cur.fetchall()}
+            check_parents(batch, stored)
+            psycopg2.extras.execute_values(cur, _UPSERT, batch.rows, template=_UPSERT_ROW, page_size=PAGE_SIZE)
+        return len(batch)
+
+    def get_units(
+        self,
+        level: str | None = None,
+        *,
+        codes: Iterable[str] | None = None,
+        parent_code: str | None = None,
+        bbox: BBox | None = None,
+    ) -> GeoDataFrame:
+        level = checked_level(level)
+        clauses: list[str] = []
+        params: list[object] = []
+        if level is not None:
+            clauses.append('"level" = %s')
+            params.append(level)
+        if codes is not None:
+            wanted = code_list(codes)
+            if not wanted:
+                return empty_units()
+            clauses.append('"code" = ANY(%s::text[])')
+            params.append(wanted)
+        if parent_code is not None:
+            clauses.append('"parent_code" = %s')
+            params.append(str(parent_code))
+        if bbox is not None:
+            box = list(checked_bbox(bbox))
+            clauses.append(f'"geom" && {_ENVELOPE} AND ST_Intersects("geom", {_ENVELOPE})')
+            params += box + box
+        return to_units(self._select(clauses, params, "get_units"))
+
+    def units_intersecting(self, geometry: BaseGeometry, *, level: str | None = None) -> GeoDataFrame:
+        geometry = checked_geometry(geometry)
+        level = checked_level(level)
+        if geometry.is_empty:
+            return empty_units()
+        query = "ST_GeomFromWKB(%s, 4326)"
+        clauses = [f'"geom" && {query} AND ST_Intersects("geom", {query})']
+        wkb = geometry.wkb
+        params: list[object] = [wkb, wkb]
+        if level is not None:
+            clauses.append('"level" = %s')
+            params.append(level)
+        return to_units(self._select(clauses, params, "units_intersecting"))
+
+    def delete_units(self, codes: Iterable[str]) -> int:
+        wanted = code_list(codes)
+        if not wanted:
+            return 0
+        with self._cursor("delete_units") as cur:
+            # Lock first: a concurrent put holding FOR KEY SHARE on one of these commits its children
+            # before this statement returns, so the check below (a new snapshot) sees them.
+            cur.execute('SELECT "code" FROM "units" WHERE "code" = ANY(%s::text[]) FOR UPDATE', (wanted,))
+            cur.execute(
+                'SELECT "parent_code", "code" FROM "units" '
+                'WHERE "parent_code" = ANY(%(codes)s::text[]) AND NOT ("code" = ANY(%(codes)s::text[])) '
+                'ORDER BY "parent_code", "code"',
+                {"codes": wanted},
+            )
+            orphans = cur.fetchall()
+            if orphans:
+                raise children_error(orphans)
+            cur.execute('DELETE FROM "units" WHERE "code" = ANY(%s::text[])', (wanted,))
+            return cur.rowcount
+
+    def count_units(self) -> dict[str, int]:
+        with self._cursor("count_units") as cur:
+            cur.execute('SELECT "level", count(*) FROM "units" GROUP BY "level"')
+            found = dict(cur.fetchall())
+        return {level: int(found.get(level, 0)) for level in LEVELS}
+
+    def existing_codes(self, codes: Iterable[str]) -> set[str]:
+        wanted = code_list(codes)
+        if not wanted:
+            return set()
+        with self._cursor("existing_codes") as cur:
+            cur.execute('SELECT "code" FROM "units" WHERE "code" = ANY(%s::text[])', (wanted,))
+            return {code for (code,) in cur.fetchall()}
+
+    def schema_version(self) -> int:
+        with self._cursor("schema_version") as cur:
+            cur.execute('SELECT coalesce(max("version"), 0) FROM "schema_migrations"')
+            return int(cur.fetchone()[0])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        pool = getattr(self, "_pool", None)
+        if pool is not None and not pool.closed:
+            pool.closeall()
+
+    # --------------------------------------------------------------------------------------- plumbing
+
+    @contextmanager
+    def _cursor(self, what: str, error: type[StoreError] = StoreError) -> Iterator[psycopg2.extensions.cursor]:
+        """A cursor in one transaction on a pooled connection: committed if the block succeeds, rolled
+        back otherwise; psycopg2 errors come out as ``error`` with a one-line message."""
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+        if not self._slots.acquire(timeout=ACQUIRE_TIMEOUT):
+            raise StoreError(
+                f"{what}: all {self._size} connections to {self.url} stayed busy for {ACQUIRE_TIMEOUT:g} s "
+                f"(raise {POOL_SIZE_ENV})"
+            )
+        conn = None
+        discard = False
+        try:
+            try:
+                conn = self._pool.getconn()
+            except psycopg2.Error as exc:
+                raise error(f"{what}: cannot connect to PostgreSQL at {self.url}: {one_line(exc)}") from exc
+            try:
+                with conn, conn.cursor() as cur:
+                    yield cur
+            except psycopg2.Error as exc:
+                discard = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
+                raise error(f"{what} failed on {self.url}: {one_line(exc)}") from exc
+        finally:
+            if conn is not None:
+                self._give_back(conn, discard or bool(conn.closed))
+            self._slots.release()
+
+    def _give_back(self, conn: psycopg2.extensions.connection, discard: bool) -> None:
+        try:
+            if self._pool.closed:
+                conn.close()
+            else:
+                self._pool.putconn(conn, close=discard)
+        except psycopg2.Error:
+            pass
+
+    def _select(self, clauses: list[str], params: list[object], what: str) -> list[tuple]:
+        sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + ' ORDER BY "code"'
+        with self._cursor(what) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+
+    def _prepare(self) -> None:
+        """Check the database, create PostGIS if it can, apply pending migrations (one transaction each)."""
+        migrations = load_migrations("postgis")
+        known = migrations[-1].version
+        with self._cursor("opening", StoreConfigError) as cur:
+            cur.execute("SELECT current_database(), current_setting('server_encoding')")
+            self._database, encoding = cur.fetchone()
+            if encoding.upper() not in ("UTF8", "UTF-8"):
+                raise StoreConfigError(
+                    f"database {self._database} at {self.url} has encoding {encoding}: gridmap needs UTF8"
+                )
+            if _has_postgis(cur) and _applied(cur) == {m.version for m in migrations}:
+                return
+        while True:
+            with self._cursor("migrating", StoreConfigError) as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                self._ensure_postgis(cur)
+                cur.execute(_CREATE_MIGRATIONS)
+                applied = _applied(cur)
+                if max(applied, default=0) > known:
+                    raise newer_schema_error(max(applied), known, f"database {self._database} at {self.url}")
+                pending = [m for m in migrations if m.version not in applied]
+                if not pending:
+                    return
+                migration = pending[0]
+                try:
+                    cur.execute(migration.sql)
+                except psycopg2.Error as exc:
+                    raise StoreConfigError(
+                        f"migration {migration.name} failed on {self.url}: {one_line(exc)}"
+                    ) from exc
+                cur.execute('INSERT INTO "schema_migrations" ("version") VALUES (%s)', (migration.version,))
+
+    def _ensure_postgis(self, cur: psycopg2.extensions.cursor) -> None:
+        if _has_postgis(cur):
+            return
+        cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+        if cur.fetchone() is None:
+            raise StoreConfigError(
+                f"database {self._database} at {self.url} lacks the PostGIS extension and this PostgreSQL "
+                "server has no PostGIS installed: install PostGIS 3 for it"
+            )
+        try:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        except psycopg2.Error as exc:
+            raise StoreConfigError(
+                f"database {self._database} at {self.url} lacks the PostGIS extension and it could not be "
+                f"created ({one_line(exc)}): have a superuser run CREATE EXTENSION postgis in it"
+            ) from exc
+
+
+def _has_postgis(cur: psycopg2.extensions.cursor) -> bool:
+    cur.execute("SELECT 1 FROM pg_extension WHERE extname = 'postgis'")
+    return cur.fetchone() is not None
+
+
+def _applied(cur: psycopg2.extensions.cursor) -> set[int]:
+    cur.execute("SELECT to_regclass('\"schema_migrations\"') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return set()
+    cur.execute('SELECT "version" FROM "schema_migrations"')
+    return {int(v) for (v,) in cur.fetchall()}
+
+
+def _pool_size() -> int:
+    raw = os.environ.get(POOL_SIZE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POOL_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise StoreConfigError(f"{POOL_SIZE_ENV}={raw!r} is not a whole number of connections >= 1")
+    return size

@@ -1,0 +1,186 @@
+"""Shared fixtures.
+
+``shared_data``: the real data folder, ``../shared/data`` from the project root or ``$GRIDMAP_SHARED_DATA``;
+tests needing it skip without it — or fail when ``GRIDMAP_REQUIRE_SHARED_DATA=1`` (CI).
+
+Database fixtures: ``store`` (and ``store_url``, ``backend``) run a test once per backend — SQLite on a
+temp file per test, PostGIS on one database per session (``gridmap_test_<random>``, created through
+``$GRIDMAP_TEST_POSTGRES_URL``, default ``postgresql://postgres@127.0.0.1:5432/postgres``, emptied before
+each test, dropped at the end). ``fresh_store_url`` is a database never opened before (a new PostGIS
+database per test). Without a reachable PostgreSQL with PostGIS the PostGIS cases skip — or fail when
+``GRIDMAP_REQUIRE_POSTGIS=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA_ENV = "GRIDMAP_SHARED_DATA"
+REQUIRE_SHARED_DATA_ENV = "GRIDMAP_REQUIRE_SHARED_DATA"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-data folder (``../shared/data``, or ``$GRIDMAP_SHARED_DATA``)."""
+    path = Path(os.environ.get(SHARED_DATA_ENV) or PROJECT_ROOT.parent / "shared" / "data")
+    if not path.is_dir():
+        reason = f"shared data folder {path} not found (set {SHARED_DATA_ENV})"
+        if os.environ.get(REQUIRE_SHARED_DATA_ENV) == "1":
+            pytest.fail(f"shared data required ({REQUIRE_SHARED_DATA_ENV}=1): {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+POSTGRES_ADMIN_ENV = "GRIDMAP_TEST_POSTGRES_URL"
+POSTGRES_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/postgres"
+REQUIRE_POSTGIS_ENV = "GRIDMAP_REQUIRE_POSTGIS"
+
+
+def postgis_unavailable(reason: str) -> None:
+    """Skip the test, or fail it when PostGIS is required (CI)."""
+    if os.environ.get(REQUIRE_POSTGIS_ENV) == "1":
+        pytest.fail(f"PostGIS required ({REQUIRE_POSTGIS_ENV}=1) but unavailable: {reason}", pytrace=False)
+    pytest.skip(f"PostGIS unavailable: {reason}")
+
+
+class PostgresAdmin:
+    """Creates and drops throw-away databases through an admin URL (a superuser, normally ``postgres``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.prefix = f"gridmap_test_{secrets.token_hex(4)}"
+        self._count = 0
+
+    def connect(self, database: str | None = None):
+        import psycopg2
+
+        conn = psycopg2.connect(self.database_url(database) if database else self.url, connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def database_url(self, database: str, user: str | None = None) -> str:
+        parts = urlsplit(self.url)
+        netloc = parts.netloc
+        if user is not None:
+            netloc = f"{user}@{netloc.rpartition('@')[2]}"
+        return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
+
+    def new_name(self) -> str:
+        self._count += 1
+        return f"{self.prefix}_{self._count}"
+
+    def create_database(self, name: str, *, postgis: bool = True) -> str:
+        from psycopg2 import sql
+
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+            )
+        conn.close()
+        if postgis:
+            conn = self.connect(name)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            finally:
+                conn.close()
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        from psycopg2 import sql
+
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[PostgresAdmin]:
+    """An admin able to create PostGIS databases; skips (or fails in CI) when there is none."""
+    try:
+        import psycopg2
+    except ImportError as error:  # pragma: no cover - psycopg2-binary is a dependency
+        postgis_unavailable(f"psycopg2 not importable: {error}")
+    admin = PostgresAdmin(os.environ.get(POSTGRES_ADMIN_ENV) or POSTGRES_ADMIN_DEFAULT)
+    try:
+        conn = admin.connect()
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'postgis'")
+            has_postgis = cur.fetchone() is not None
+        conn.close()
+    except psycopg2.Error as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        postgis_unavailable(f"cannot connect to {admin.url}: {reason}")
+    if not has_postgis:
+        postgis_unavailable(f"PostgreSQL at {admin.url} has no PostGIS extension available")
+    yield admin
+
+
+@pytest.fixture(scope="session")
+def postgis_session_url(postgres_admin: PostgresAdmin) -> Iterator[str]:
+    """One PostGIS database (with the gridmap schema) for the whole session; dropped at the end."""
+    from storage import open_store
+
+    name = postgres_admin.new_name()
+    url = postgres_admin.create_database(name)
+    try:
+        open_store(url).close()  # apply the migrations once
+        yield url
+    finally:
+        postgres_admin.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> str:
+    """URL of an empty store of ``backend`` (schema applied for PostGIS, nothing yet for SQLite)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'gridmap.db'}"  # tmp_path is absolute: sqlite:////tmp/...
+    url = request.getfixturevalue("postgis_session_url")
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute('TRUNCATE "units"')
+    finally:
+        conn.close()
+    return url
+
+
+@pytest.fixture
+def store(store_url: str):
+    """An open, empty store of each backend; closed after the test."""
+    from storage import open_store
+
+    with open_store(store_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def fresh_store_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a database no store has opened yet (no gridmap schema)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    admin: PostgresAdmin = request.getfixturevalue("postgres_admin")
+    name = admin.new_name()
+    url = admin.create_database(name)
+    try:
+        yield url
+    finally:
+        admin.drop_database(name)
