@@ -62,7 +62,7 @@ _MAX_MERGED_AREA = 29_000.0  # m²: a merged grid stays under 3 ha
 _MIN_BLOCK_AREA = 300.0  # m²: smaller scraps between lanes stay empty
 _MIN_COURTYARD_AREA = 1_500.0
 _FOOTPRINT = (100.0, 2_000.0)  # m²
-_M2_PER_RESIDENT = 40.0  # gross residential floor area per resident
+_M2_PER_RESIDENT = 32.0  # gross residential floor area per resident
 _COMMUNITIES = ("湖滨", "清波", "涌金", "柳浪", "望江", "东河")
 _ATTEMPTS = 200
 
@@ -83,18 +83,20 @@ class _Style:
 
 
 _STYLES: dict[str, _Style] = {
-    "住宅小区": _Style("住宅", (11, 14), (24, 48), (15, 22), (6, 12), 4, (6, 18), 0.15),
+    "住宅小区": _Style("住宅", (11, 14), (18, 36), (14, 20), (6, 10), 4, (6, 18), 0.15),
     "高层住宅": _Style("住宅", (17, 22), (18, 28), (24, 32), (14, 20), 6, (18, 33), 0.0),
-    "老旧小区": _Style("住宅", (9, 12), (18, 40), (9, 13), (4, 8), 3, (5, 7), 0.1),
+    "老旧小区": _Style("住宅", (9, 12), (18, 36), (7, 11), (3, 6), 3, (5, 7), 0.1),
     "单位大院": _Style("公共", (16, 28), (30, 60), (14, 22), (10, 18), 6, (3, 6), 0.35),
     "商业楼宇": _Style("商业", (20, 36), (25, 55), (12, 18), (8, 14), 4, (4, 24), 0.25),
-    "沿街民居": _Style("住宅", (8, 12), (13, 22), (3, 6), (2, 4), 3, (2, 3), 0.1, shop_share=0.15),
+    "传统民居": _Style("住宅", (8, 12), (13, 22), (2.5, 5), (1.5, 3), 3, (2, 3), 0.1, shop_share=0.05),
+    "沿街民居": _Style("住宅", (8, 12), (13, 22), (2.5, 5), (1.5, 3), 3, (2, 3), 0.1, shop_share=0.15),
+    "散居住宅": _Style("住宅", (9, 12), (18, 36), (7, 11), (3, 6), 3, (4, 7), 0.1, shop_share=0.1),
     "沿街商铺": _Style("商业", (12, 20), (15, 40), (8, 12), (4, 8), 3, (2, 5), 0.2),
     "公共设施": _Style("公共", (16, 28), (30, 60), (14, 22), (10, 18), 6, (2, 5), 0.35),
 }
-_COURTYARD_KINDS = {"住宅小区": 0.4, "老旧小区": 0.4, "单位大院": 0.12, "商业楼宇": 0.08}
-_OPEN_KINDS = {"沿街民居": 0.5, "沿街商铺": 0.3, "公共设施": 0.08, "绿地": 0.12}
-_RESIDENTIAL = {"住宅小区", "老旧小区", "沿街民居"}
+_COURTYARD_KINDS = {"住宅小区": 0.3, "老旧小区": 0.33, "传统民居": 0.2, "单位大院": 0.1, "商业楼宇": 0.07}
+_OPEN_KINDS = {"沿街民居": 0.4, "散居住宅": 0.2, "沿街商铺": 0.22, "公共设施": 0.06, "绿地": 0.12}
+_HOUSING = {"住宅小区", "老旧小区", "散居住宅"}  # blocks of multi-storey homes
 
 _SURNAMES = "王陈张李吴徐周金朱沈杨黄刘胡孙俞蒋章叶赵郑钱何许施汪方潘丁姚"
 _GIVEN = "建国伟芳丽华明军红英平敏静磊强杰燕霞玲晓雪婷浩宇欣怡志勇海波佳慧文斌琳晨雯"
@@ -106,6 +108,7 @@ _ESTATE_STEMS = (
 _ESTATE_SUFFIXES = ("小区", "花园", "新村", "公寓", "苑", "家园", "雅苑", "公馆")
 _INSTITUTIONS = ("小学", "中学", "幼儿园", "社区卫生服务中心", "医院", "派出所", "养老院", "文化馆", "职业学校", "消防站")
 _COMMERCE = ("大厦", "商务中心", "广场", "商城", "市场")
+_LANE_HOUSES = ("里", "坊")
 
 
 @dataclass
@@ -136,14 +139,12 @@ def generate_demo_street(seed: int = 2026) -> dict[str, gpd.GeoDataFrame]:
     to_metric = Transformer.from_crs(STORAGE_CRS, METRIC_CRS, always_xy=True)
     to_wgs84 = Transformer.from_crs(METRIC_CRS, STORAGE_CRS, always_xy=True)
     for attempt in range(_ATTEMPTS):
-        rng = np.random.default_rng([seed, attempt])
-        nodes, edges = _lattice(rng, to_metric.transform(*CENTRE))
-        cells = _plan(rng, edges)
-        if cells is not None:
+        layout = _layout(np.random.default_rng([seed, attempt]), to_metric.transform(*CENTRE))
+        if layout is not None:
             break
     else:  # pragma: no cover - every seed tried so far succeeds within a few attempts
         raise RuntimeError(f"no plausible street layout for seed {seed} in {_ATTEMPTS} attempts")
-    labels, grids = cells
+    rng, nodes, edges, labels, grids = layout
 
     def project(coords: np.ndarray) -> np.ndarray:
         lon, lat = to_wgs84.transform(coords[:, 0], coords[:, 1])
@@ -335,22 +336,28 @@ def _union(polygons: Sequence[Polygon]) -> Polygon:
 # --- which cells make the street, its communities and its grids -----------------------------------------
 
 
-def _plan(rng: np.random.Generator, edges: dict) -> tuple[dict, list[tuple]] | None:
-    """Community label per cell and the grids as tuples of cells, or ``None`` when this draw is unusable."""
-    areas = np.array([[_cell_polygon(edges, (i, j)).area for j in range(_ROWS)] for i in range(_COLUMNS)])
+def _layout(rng: np.random.Generator, centre: tuple[float, float]) -> tuple | None:
+    """The street's lattice, community per cell and grids as tuples of cells; ``None`` if this draw is unusable.
+
+    Returns ``(rng, nodes, edges, labels, grids)``: ``rng`` goes on to draw everything else.
+    """
     mask = _blob(rng, N_GRIDS + _MERGES)
-    if not _is_simple_region(mask):
-        return None
+    padded = np.pad(mask, 1)
+    neighbours = padded[:-2, 1:-1].astype(int) + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]
+    if not _is_simple_region(mask) or np.any(mask & (neighbours < 2)):
+        return None  # also no street boundary wrapped round a one-cell spur
     community = _communities(rng, mask)
     if any(not _is_simple_region(community == c) for c in range(len(_COMMUNITIES))):
         return None
+    nodes, edges = _lattice(rng, centre)
+    areas = np.array([[_cell_polygon(edges, (i, j)).area for j in range(_ROWS)] for i in range(_COLUMNS)])
     grids = _merge(rng, community, areas)
     if grids is None:
         return None
     labels = {(int(i), int(j)): int(community[i, j]) for i, j in zip(*np.nonzero(mask))}
     # Number grids within a community from the north-west, row by row, as one reads a map.
     grids.sort(key=lambda cells: (labels[cells[0]], -max(j for _, j in cells), min(i for i, _ in cells)))
-    return labels, grids
+    return rng, nodes, edges, labels, grids
 
 
 def _blob(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -435,8 +442,8 @@ def _merge(rng: np.random.Generator, community: np.ndarray, areas: np.ndarray) -
 def _blocks(rng: np.random.Generator, nodes: np.ndarray, edges: dict, labels: dict, grids: list[tuple]) -> list[_Block]:
     """Cut every cell into blocks: roads along its sides, then 0–3 lanes across it."""
     grid_of = {cell: g for g, cells in enumerate(grids) for cell in cells}
-    main = {("h", j): rng.uniform(12, 18) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(12, 18) for i in range(_COLUMNS + 1)}
-    minor = {("h", j): rng.uniform(6, 9) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(6, 9) for i in range(_COLUMNS + 1)}
+    main = {("h", j): rng.uniform(10, 15) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(10, 15) for i in range(_COLUMNS + 1)}
+    minor = {("h", j): rng.uniform(5, 8) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(5, 8) for i in range(_COLUMNS + 1)}
 
     def half_width(key: tuple) -> float:
         kind, i, j = key
@@ -446,7 +453,7 @@ def _blocks(rng: np.random.Generator, nodes: np.ndarray, edges: dict, labels: di
             return main[line]  # the street's edge or a community's edge: a main road
         if grid_of[sides[0]] != grid_of[sides[1]]:
             return minor[line]
-        return rng.uniform(3, 5)  # a lane inside a merged grid
+        return rng.uniform(2.5, 5)  # a lane inside a merged grid
 
     widths = {key: half_width(key) for key in sorted(edges) if _touches(key, labels)}
     blocks = []
@@ -460,7 +467,7 @@ def _blocks(rng: np.random.Generator, nodes: np.ndarray, edges: dict, labels: di
             corners = (nodes[i, j], nodes[i + 1, j], nodes[i + 1, j + 1], nodes[i, j + 1])
             across = _bilinear(corners, 1, 0.5) - _bilinear(corners, 0, 0.5)
             angle = math.atan2(across[1], across[0])
-            target = rng.uniform(4_500, 7_500)
+            target = rng.uniform(3_500, 6_500)
             pieces = _split(rng, land, corners, int(np.clip(round(land.area / target), 1, 4)))
             blocks.extend(_Block(g, piece, angle) for piece in pieces)
     return blocks
@@ -518,12 +525,12 @@ def _assign_kinds(rng: np.random.Generator, blocks: list[_Block], grid_count: in
         block.kind = str(rng.choice(list(kinds), p=list(kinds.values())))
         if b in walled:
             block.courtyard = numbers[block.grid] = numbers.get(block.grid, 0) + 1
-    # Every grid houses somebody: its largest block becomes residential when none is.
+    # Every grid houses a few hundred people: its largest block becomes flats when no block has any.
     for g in range(grid_count):
         own = [block for block in blocks if block.grid == g]
-        if not any(block.kind in _RESIDENTIAL for block in own):
+        if not any(block.kind in _HOUSING for block in own):
             largest = max(own, key=lambda block: block.polygon.area)
-            largest.kind = "住宅小区" if largest.courtyard else "沿街民居"
+            largest.kind = "住宅小区" if largest.courtyard else "散居住宅"
 
 
 def _pack(rng: np.random.Generator, block: _Block) -> list[tuple[Polygon, int, str, int]]:
@@ -619,7 +626,7 @@ class _Names:
         if kind == "老旧小区":
             return f"{community}{number}号院"  # unique: the number counts within the community
         stems = _ESTATE_STEMS + list(_COMMUNITIES)
-        suffixes = {"单位大院": _INSTITUTIONS, "商业楼宇": _COMMERCE}.get(kind, _ESTATE_SUFFIXES)
+        suffixes = {"单位大院": _INSTITUTIONS, "商业楼宇": _COMMERCE, "传统民居": _LANE_HOUSES}.get(kind, _ESTATE_SUFFIXES)
         return self._fresh(lambda: self._pick(stems) + self._pick(suffixes))
 
 

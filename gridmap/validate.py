@@ -3,8 +3,8 @@
 Boundary files of street offices are traced by hand from different base maps, so neighbours rarely share
 their edges exactly: thin slivers where two units overlap, gaps nobody answers for, children drawn past
 their parent's edge. :func:`validate_units` finds these, with area in m² and a location for each, and also
-checks codes, parents, geometry validity and multi-part units. Areas and widths are computed in a metric
-projection (:func:`gridmap.crs.metric_crs`); the findings' geometries are returned in EPSG:4326.
+checks codes, parents, geometry validity and multi-part units. Areas and widths are measured in a metric
+projection (:func:`gridmap.crs.metric_crs`); the findings' geometries are in EPSG:4326.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from pyproj import Transformer
 
 from gridmap.codes import LEVELS, normalise_code, parent_code
 from gridmap.crs import metric_crs
@@ -31,7 +32,6 @@ SEVERITIES = ("error", "warning", "info")
 MULTIPART_LEVELS = frozenset({"street", "community"})
 # Levels whose units should cover their parent completely, so that a gap is a fault.
 TESSELLATING_LEVELS = frozenset({"street", "community", "grid"})
-DENSIFY_DEGREES = 0.0005  # about 50 m
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,7 @@ def validate_units(
     """
     check_units(units)
     known = units if parents is None or parents.empty else pd.concat([units, parents], ignore_index=True)
-    crs = _metric_crs_for(units)
-    metric = _to_metric(units.geometry.values, crs)
-    known_metric = metric if known is units else _to_metric(known.geometry.values, crs)
-    context = _Context(units, known, metric, known_metric, tolerances)
+    context = _Context(units, known, _Metric(units), tolerances)
     checks = (
         ("codes", _check_codes),
         ("parents", _check_parents),
@@ -115,20 +112,52 @@ def validate_units(
         if progress:
             progress(name)
         rows.extend(check(context))
-    return _findings_frame(rows, crs)
+    return _findings_frame(rows)
+
+
+class _Metric:
+    """Measures lon/lat geometries in metres.
+
+    Topology (unions, intersections, differences) is computed in lon/lat, where edges are straight lines
+    as RFC 7946 defines them; only the resulting pieces are projected, densified first, to measure them.
+    Projecting the inputs instead would bow long edges and open phantom gaps of a few centimetres between
+    neighbours whose vertices differ.
+    """
+
+    DENSIFY_DEGREES = 0.0005  # about 50 m
+
+    def __init__(self, units: gpd.GeoDataFrame):
+        minx, miny, maxx, maxy = units.total_bounds if len(units) else (np.nan,) * 4
+        if not np.isfinite([minx, miny, maxx, maxy]).all():
+            minx = maxx = 116.4  # an empty table: any metric CRS will do
+            miny = maxy = 39.9
+        self.crs = metric_crs((minx + maxx) / 2, (miny + maxy) / 2)
+        self._transformer = Transformer.from_crs(STORAGE_CRS, self.crs, always_xy=True)
+
+    def project(self, geometry):
+        # segmentize "repairs" some invalid rings; leave those alone so they stay visibly invalid
+        if shapely.is_valid(geometry):
+            geometry = shapely.segmentize(geometry, self.DENSIFY_DEGREES)
+        return shapely.transform(geometry, lambda xy: np.column_stack(self._transformer.transform(xy[:, 0], xy[:, 1])))
+
+    def area_and_width(self, geometry) -> tuple[float, float]:
+        """Area in m² and mean width (2·area/perimeter) in m."""
+        projected = self.project(geometry)
+        area, perimeter = shapely.area(projected), shapely.length(projected)
+        return float(area), float(2 * area / perimeter) if perimeter else 0.0
 
 
 @dataclass
 class _Context:
     units: gpd.GeoDataFrame
     known: gpd.GeoDataFrame
-    metric: np.ndarray
-    known_metric: np.ndarray
+    metric: _Metric
     tolerances: Tolerances
 
     def __post_init__(self) -> None:
-        geometries = self.units.geometry.values
-        self.valid = shapely.is_valid(geometries) & ~shapely.is_empty(geometries)
+        self.geometries = np.asarray(self.units.geometry.values)
+        self.valid = shapely.is_valid(self.geometries) & ~shapely.is_empty(self.geometries)
+        self.levels = self.units["level"].to_numpy()
         # the first occurrence wins where a code repeats; duplicates are reported separately
         self.index_of = {c: i for i, c in reversed(list(enumerate(self.known["code"])))}
 
@@ -139,6 +168,8 @@ class _Context:
 
 def _finding(context: _Context, i: int, kind: str, severity: str, message: str, geometry=None, **extra) -> dict:
     units = context.units
+    if geometry is None:
+        geometry = shapely.point_on_surface(context.geometries[i]) if context.valid[i] else shapely.Point()
     return {
         "kind": kind,
         "severity": severity,
@@ -146,7 +177,7 @@ def _finding(context: _Context, i: int, kind: str, severity: str, message: str, 
         "code": units["code"].iat[i],
         "name": units["name"].iat[i],
         "message": message,
-        "geometry": geometry if geometry is not None else shapely.point_on_surface(context.metric[i]),
+        "geometry": geometry,
         **extra,
     }
 
@@ -182,22 +213,21 @@ def _check_parents(context: _Context):
 
 def _check_geometry(context: _Context):
     units = context.units
-    for i, geometry in enumerate(context.metric):
+    for i, geometry in enumerate(context.geometries):
         if geometry is None or shapely.is_empty(geometry):
-            yield _finding(context, i, "empty_geometry", "error", f"{context.describe(i)} has no geometry", shapely.Point())
+            yield _finding(context, i, "empty_geometry", "error", f"{context.describe(i)} has no geometry")
             continue
         if not context.valid[i]:
-            reason = shapely.is_valid_reason(units.geometry.values[i])
-            where = _reason_point(shapely.is_valid_reason(geometry))  # the same place, in metric coordinates
-            yield _finding(context, i, "invalid_geometry", "error", f"{context.describe(i)}: {reason}", where)
+            reason = shapely.is_valid_reason(geometry)
+            yield _finding(context, i, "invalid_geometry", "error", f"{context.describe(i)}: {reason}", _reason_point(reason))
         repaired = units["attributes"].iat[i].get("repaired")
         if repaired:
             yield _finding(context, i, "repaired_geometry", "info", f"{context.describe(i)} was repaired on import: {repaired}")
         parts = shapely.get_num_geometries(geometry)
-        if parts > 1 and units["level"].iat[i] not in MULTIPART_LEVELS:
+        if parts > 1 and context.levels[i] not in MULTIPART_LEVELS:
             yield _finding(
                 context, i, "multipart", "warning",
-                f"{context.describe(i)} is in {parts} separate parts; a {units['level'].iat[i]} should be one",
+                f"{context.describe(i)} is in {parts} separate parts; a {context.levels[i]} should be one",
             )
 
 
@@ -208,52 +238,52 @@ def _reason_point(reason: str):
 
 
 def _check_outside_parent(context: _Context):
-    tolerances, units = context.tolerances, context.units
+    tolerances, units, metric = context.tolerances, context.units, context.metric
+    parent_geometries = np.asarray(context.known.geometry.values)
     buffered: dict[int, object] = {}
-    for i, (level, parent) in enumerate(zip(units["level"], units["parent_code"])):
+    for i, (level, parent) in enumerate(zip(context.levels, units["parent_code"])):
         j = context.index_of.get(parent)
         if level == "street" or j is None or not context.valid[i]:
             continue
-        parent_geometry = context.known_metric[j]
+        parent_geometry = parent_geometries[j]
         if not shapely.is_valid(parent_geometry) or shapely.is_empty(parent_geometry):
             continue
+        shapely.prepare(parent_geometry)
+        if shapely.covers(parent_geometry, context.geometries[i]):
+            continue
+        outside = shapely.difference(context.geometries[i], parent_geometry)
+        area, width = metric.area_and_width(outside)
+        if area < tolerances.min_area_m2:
+            continue
         if j not in buffered:
-            buffered[j] = shapely.buffer(parent_geometry, tolerances.outside_parent_m)
-            shapely.prepare(buffered[j])
-        if shapely.contains(buffered[j], context.metric[i]):
-            continue
-        outside = shapely.difference(context.metric[i], parent_geometry)
-        if outside.area < tolerances.min_area_m2:
-            continue
+            buffered[j] = shapely.buffer(metric.project(parent_geometry), tolerances.outside_parent_m)
+        if shapely.difference(metric.project(outside), buffered[j]).is_empty:
+            continue  # strays no further than the tolerance
         yield _finding(
             context, i, "outside_parent", "warning",
-            f"{context.describe(i)}: {outside.area:,.0f} m² lies outside its parent {parent}",
-            outside, other_code=parent, other_name=context.known["name"].iat[j], area_m2=outside.area,
-            width_m=_mean_width(outside),
+            f"{context.describe(i)}: {area:,.0f} m² lies outside its parent {parent}",
+            outside, other_code=parent, other_name=context.known["name"].iat[j], area_m2=area, width_m=width,
         )
 
 
 def _check_overlaps(context: _Context):
     units, tolerances = context.units, context.tolerances
     for level in LEVELS:
-        rows = np.flatnonzero((units["level"].to_numpy() == level) & context.valid)
+        rows = np.flatnonzero((context.levels == level) & context.valid)
         if len(rows) < 2:
             continue
-        geoms = context.metric[rows]
+        geoms = context.geometries[rows]
         tree = shapely.STRtree(geoms)
         left, right = tree.query(geoms, predicate="intersects")
         keep = left < right
         left, right = rows[left[keep]], rows[right[keep]]
-        # neighbours that merely touch are the normal case; keep pairs whose interiors share area
-        # ("overlaps" alone would miss a unit lying wholly inside another)
-        shares_area = shapely.relate_pattern(context.metric[left], context.metric[right], "2********")
-        left, right = left[shares_area], right[shares_area]
-        overlaps = shapely.intersection(context.metric[left], context.metric[right])
-        areas = shapely.area(overlaps)
-        for i, j, overlap, area in zip(left, right, overlaps, areas):
+        overlaps = shapely.intersection(context.geometries[left], context.geometries[right])
+        # neighbours that merely touch, the normal case, intersect in lines of no area
+        shares_area = shapely.area(overlaps) > 0
+        for i, j, overlap in zip(left[shares_area], right[shares_area], overlaps[shares_area]):
+            area, width = context.metric.area_and_width(overlap)
             if area < tolerances.min_area_m2:
                 continue
-            width = _mean_width(overlap)
             kind = "sliver overlap" if width < tolerances.sliver_width_m else "overlap"
             siblings = units["parent_code"].iat[i] == units["parent_code"].iat[j]
             yield _finding(
@@ -265,83 +295,60 @@ def _check_overlaps(context: _Context):
 
 
 def _check_gaps(context: _Context):
-    units, tolerances = context.units, context.tolerances
+    units = context.units
+    parent_geometries = np.asarray(context.known.geometry.values)
     for level in TESSELLATING_LEVELS:
-        at_level = (units["level"].to_numpy() == level) & context.valid
+        at_level = (context.levels == level) & context.valid
         if not at_level.any():
             continue
+        tree = shapely.STRtree(context.geometries[at_level])
+        codes = units["code"].to_numpy()[at_level]
         groups = pd.Series(np.flatnonzero(at_level)).groupby(units["parent_code"].to_numpy()[at_level]).agg(list)
         orphans: list[int] = []
         for parent, rows in groups.items():
             j = context.index_of.get(parent)
-            if j is None or not shapely.is_valid(context.known_metric[j]):
+            if j is None or not shapely.is_valid(parent_geometries[j]):
                 orphans.extend(rows)
                 continue
-            covered = shapely.union_all(context.metric[rows])
-            gaps = shapely.difference(context.known_metric[j], covered)
-            yield from _gap_findings(context, level, parent, context.known["name"].iat[j], gaps, tolerances)
+            gaps = shapely.difference(parent_geometries[j], shapely.union_all(context.geometries[rows]))
+            yield from _gap_findings(context, level, parent, context.known["name"].iat[j], gaps, tree, codes)
         if orphans:
             # no parent geometry to compare with: a gap is then a hole enclosed by the units themselves
-            covered = shapely.union_all(context.metric[orphans])
+            covered = shapely.union_all(context.geometries[orphans])
             holes = [shapely.Polygon(ring) for part in shapely.get_parts(covered) for ring in part.interiors]
-            yield from _gap_findings(context, level, None, "", shapely.MultiPolygon(holes), tolerances)
+            yield from _gap_findings(context, level, None, "", shapely.MultiPolygon(holes), tree, codes)
 
 
-def _gap_findings(context: _Context, level: str, parent: str | None, parent_name: str, gaps, tolerances: Tolerances):
+def _gap_findings(context: _Context, level: str, parent: str | None, parent_name: str, gaps, tree, codes):
     for gap in shapely.get_parts(gaps):
-        if gap.geom_type != "Polygon" or gap.area < tolerances.min_area_m2:
+        if gap.geom_type != "Polygon":
             continue
-        width = _mean_width(gap)
-        kind = "sliver gap" if width < tolerances.sliver_width_m else "gap"
+        area, width = context.metric.area_and_width(gap)
+        if area < context.tolerances.min_area_m2:
+            continue
+        kind = "sliver gap" if width < context.tolerances.sliver_width_m else "gap"
         where = f"inside {parent}{' ' + parent_name if parent_name else ''}" if parent else "enclosed by its neighbours"
+        neighbours = sorted(codes[tree.query(gap, predicate="intersects")])  # whose edges disagree
         yield {
             "kind": "gap",
             "severity": "warning",
             "level": level,
             "code": parent,
             "name": parent_name,
-            "message": f"{kind} of {gap.area:,.0f} m² (mean width {width:.1f} m) between {level} units, {where}",
+            "message": f"{kind} of {area:,.0f} m² (mean width {width:.1f} m) between {level} units, {where}",
             "geometry": gap,
-            "area_m2": gap.area,
+            "area_m2": area,
             "width_m": width,
-            "other_code": ",".join(_neighbours(context, level, gap)),
+            "other_code": ",".join(neighbours),
         }
 
 
-def _neighbours(context: _Context, level: str, geometry) -> list[str]:
-    """Codes of the units of ``level`` that touch ``geometry``, so a gap says whose edges disagree."""
-    near = shapely.dwithin(context.metric, geometry, 0.5) & (context.units["level"].to_numpy() == level)
-    return sorted(context.units["code"].to_numpy()[near])
-
-
-def _mean_width(geometry) -> float:
-    perimeter = shapely.length(geometry)
-    return float(2 * shapely.area(geometry) / perimeter) if perimeter else 0.0
-
-
-def _to_metric(geometries: np.ndarray, crs) -> np.ndarray:
-    """Project to ``crs`` after densifying, because an edge is straight in lon/lat (RFC 7946), not in the
-    projection: projecting only the vertices would bow long edges and open phantom gaps between neighbours
-    whose vertices differ (a 2 km edge bows by a few centimetres)."""
-    # segmentize "repairs" some invalid rings, which would hide them from the validity check
-    dense = np.where(shapely.is_valid(geometries), shapely.segmentize(geometries, DENSIFY_DEGREES), geometries)
-    return gpd.GeoSeries(dense, crs=STORAGE_CRS).to_crs(crs).values
-
-
-def _metric_crs_for(units: gpd.GeoDataFrame):
-    minx, miny, maxx, maxy = units.total_bounds if len(units) else (116.4, 39.9, 116.4, 39.9)
-    if not np.isfinite([minx, miny, maxx, maxy]).all():
-        minx, miny, maxx, maxy = 116.4, 39.9, 116.4, 39.9
-    return metric_crs((minx + maxx) / 2, (miny + maxy) / 2)
-
-
-def _findings_frame(rows: list[dict], crs) -> gpd.GeoDataFrame:
+def _findings_frame(rows: list[dict]) -> gpd.GeoDataFrame:
     frame = pd.DataFrame(rows, columns=[*FINDING_COLUMNS, "geometry"])
     frame["severity_rank"] = frame["severity"].map({s: k for k, s in enumerate(SEVERITIES)})
     frame = frame.sort_values(["severity_rank", "area_m2", "code"], ascending=[True, False, True], na_position="last")
     frame = frame.drop(columns="severity_rank").reset_index(drop=True)
-    geometry = gpd.GeoSeries(frame.pop("geometry").to_numpy(), crs=crs).to_crs(STORAGE_CRS)
-    return gpd.GeoDataFrame(frame, geometry=geometry.values, crs=STORAGE_CRS)
+    return gpd.GeoDataFrame(frame, geometry=frame.pop("geometry").to_numpy(), crs=STORAGE_CRS)
 
 
 def summarise(findings: gpd.GeoDataFrame, *, limit: int = 20) -> str:

@@ -79,11 +79,14 @@ class PostgresAdmin:
     def create_database(self, name: str, *, postgis: bool = True) -> str:
         from psycopg2 import sql
 
-        with self.connect() as conn, conn.cursor() as cur:
-            cur.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
-            )
-        conn.close()
+        conn = self.connect()  # autocommit: CREATE DATABASE cannot run in a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
+                )
+        finally:
+            conn.close()
         if postgis:
             conn = self.connect(name)
             try:
@@ -140,6 +143,20 @@ def postgis_session_url(postgres_admin: PostgresAdmin) -> Iterator[str]:
         postgres_admin.drop_database(name)
 
 
+@pytest.fixture
+def postgis_url(postgis_session_url: str) -> str:
+    """URL of the session's PostGIS database, its units emptied for this test."""
+    import psycopg2
+
+    conn = psycopg2.connect(postgis_session_url, connect_timeout=5)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute('TRUNCATE "units"')
+    finally:
+        conn.close()
+    return postgis_session_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgis", marks=pytest.mark.postgis)])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -150,16 +167,7 @@ def store_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> str:
     """URL of an empty store of ``backend`` (schema applied for PostGIS, nothing yet for SQLite)."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'gridmap.db'}"  # tmp_path is absolute: sqlite:////tmp/...
-    url = request.getfixturevalue("postgis_session_url")
-    import psycopg2
-
-    conn = psycopg2.connect(url, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute('TRUNCATE "units"')
-    finally:
-        conn.close()
-    return url
+    return request.getfixturevalue("postgis_url")
 
 
 @pytest.fixture

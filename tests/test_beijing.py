@@ -45,7 +45,9 @@ def test_largest_overlap_is_wenjing_and_zhangjiawan(findings):
     largest = findings[findings.kind == "overlap"].sort_values("area_m2").iloc[-1]
     assert {largest["name"], largest["other_name"]} == {"文景街道", "张家湾镇"}
     assert largest.area_m2 == pytest.approx(26_114, rel=0.01)
-    assert largest.area_m2 == pytest.approx(abs(GEOD.geometry_area_perimeter(largest.geometry)[0]), rel=0.001)
+    # geodesic edges versus edges straight in lon/lat (RFC 7946, what the validator measures) differ by a
+    # few centimetres over this 2 km wedge only 10 m wide: 0.2 % of its area
+    assert largest.area_m2 == pytest.approx(abs(GEOD.geometry_area_perimeter(largest.geometry)[0]), rel=0.005)
     assert largest.message.startswith("overlap:")  # about 10 m wide on average: disputed land, not a sliver
 
 
