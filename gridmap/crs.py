@@ -20,9 +20,11 @@ declares it and :func:`to_storage_crs` un-shifts it.
 The shifts apply inside the published rectangle of :func:`out_of_china` only, as the published
 algorithms do, and that holds for BD-09 too. Whether a point is in China is decided on the less-shifted
 end of each pair (the WGS84 point for WGS84<->GCJ-02 and WGS84<->BD-09, the GCJ-02 point for
-GCJ-02<->BD-09), so each forward function and its inverse undo each other exactly for every point
-whose less-shifted end is in China, including points shifted across the rectangle's edge. The inverses
-have no closed form; they iterate on the forward transform to within 1e-11 degrees (a micrometre).
+GCJ-02<->BD-09), so each forward function and its inverse undo each other (to a micrometre) for every
+point whose less-shifted end is in China, including points shifted across the rectangle's edge. The
+price is at that edge: a point just outside the rectangle that is also where some Chinese point is
+shifted to is un-shifted to the Chinese point. The inverses have no closed form; they iterate on the
+forward transform to within 1e-11 degrees.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import geopandas as gpd
 import numpy as np
@@ -42,7 +44,7 @@ from pyproj.exceptions import CRSError as ProjCRSError
 from gridmap.errors import CRSError, GeometryError
 from gridmap.units import STORAGE_CRS
 
-Shift = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+_Shift = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 # Krasovsky 1940 ellipsoid as used by the published GCJ-02 algorithm.
 _A = 6378245.0
@@ -54,7 +56,7 @@ _CHINA_LAT = (0.8293, 55.8271)
 # Both shifts together stay under 0.02 degrees; a point farther than this from the rectangle cannot be
 # the shifted image of a Chinese point, so the inverses leave it alone without iterating.
 _SOLVE_MARGIN = 1.0
-_MAX_ITERATIONS = 1
+_MAX_ITERATIONS = 30
 # Far below the 1e-9 degrees promised and well above float64 resolution at 180 degrees (3e-14).
 _TOLERANCE = 1e-12
 _ACCEPTED = "wgs84, cgcs2000, gcj02, bd09 or EPSG:NNNN"
@@ -173,8 +175,8 @@ def gcj02_to_wgs84(lon, lat) -> tuple[np.ndarray, np.ndarray]:
 def gcj02_to_bd09(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     """Shift GCJ-02 points to BD-09 with the published algorithm; points outside China are unchanged.
 
-    Baidu itself shifts everywhere; leaving points outside China alone is our choice, so that foreign
-    points never move whatever system they are declared in.
+    The published formula has no such test; leaving points outside China alone is our choice, so that
+    foreign points never move whatever system they are declared in.
 
     Examples
     --------
@@ -237,8 +239,8 @@ def transform_xy(lon, lat, src, dst) -> tuple[np.ndarray, np.ndarray]:
     """
     source, target = resolve_crs(src), resolve_crs(dst)
     x, y = _as_xy(lon, lat)
-    if source.name == target.name:
-        return x.copy(), y.copy()
+    if source == target:
+        return x, y
     direct = _DIRECT.get((source.shift, target.shift))
     if direct is not None:
         return direct(x, y)
@@ -353,11 +355,12 @@ def _from_pyproj(crs: pyproj.CRS) -> SourceCRS:
     return SourceCRS(f"EPSG:{code}" if code is not None else crs.name, crs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crs_of(code: int) -> pyproj.CRS:
     return pyproj.CRS.from_epsg(code)
 
 
+# Shared by the service's threads: pyproj Transformers are thread-safe since pyproj 3.1.
 @lru_cache(maxsize=64)
 def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
@@ -374,14 +377,14 @@ def _as_xy(lon, lat) -> tuple[np.ndarray, np.ndarray]:
     return x.copy(), y.copy()
 
 
-def _shift_inside(lon: np.ndarray, lat: np.ndarray, shift: Shift) -> tuple[np.ndarray, np.ndarray]:
+def _shift_inside(lon: np.ndarray, lat: np.ndarray, shift: _Shift) -> tuple[np.ndarray, np.ndarray]:
     inside = ~out_of_china(lon, lat)
     x, y = lon.copy(), lat.copy()
     x[inside], y[inside] = shift(lon[inside], lat[inside])
     return x, y
 
 
-def _unshift_inside(lon: np.ndarray, lat: np.ndarray, shift: Shift) -> tuple[np.ndarray, np.ndarray]:
+def _unshift_inside(lon: np.ndarray, lat: np.ndarray, shift: _Shift) -> tuple[np.ndarray, np.ndarray]:
     near = (
         (lon >= _CHINA_LON[0] - _SOLVE_MARGIN)
         & (lon <= _CHINA_LON[1] + _SOLVE_MARGIN)
@@ -397,7 +400,7 @@ def _unshift_inside(lon: np.ndarray, lat: np.ndarray, shift: Shift) -> tuple[np.
     return x, y
 
 
-def _solve(shift: Shift, tx: np.ndarray, ty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _solve(shift: _Shift, tx: np.ndarray, ty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The points that ``shift`` sends to (``tx``, ``ty``), by fixed-point iteration.
 
     The shifts move points by at most 0.02 degrees and vary slowly (their Jacobian is within ~0.02 of
@@ -451,6 +454,9 @@ def _wgs84_to_bd09_shift(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, 
     return _bd09_shift(*_gcj02_shift(lon, lat))
 
 
-_SHIFT: dict[str, Shift] = {"gcj02": wgs84_to_gcj02, "bd09": wgs84_to_bd09}
-_UNSHIFT: dict[str, Shift] = {"gcj02": gcj02_to_wgs84, "bd09": bd09_to_wgs84}
-_DIRECT: dict[tuple[str | None, str | None], Shift] = {("gcj02", "bd09"): gcj02_to_bd09, ("bd09", "gcj02"): bd09_to_gcj02}
+_SHIFT: dict[str, _Shift] = {"gcj02": wgs84_to_gcj02, "bd09": wgs84_to_bd09}
+_UNSHIFT: dict[str, _Shift] = {"gcj02": gcj02_to_wgs84, "bd09": bd09_to_wgs84}
+_DIRECT: dict[tuple[str | None, str | None], _Shift] = {
+    ("gcj02", "bd09"): gcj02_to_bd09,
+    ("bd09", "gcj02"): bd09_to_gcj02,
+}

@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import geopandas as gpd
@@ -70,7 +71,7 @@ def test_geojson_round_trip_through_gcj02(tmp_path, streets):
     assert list(back["name"]) == ["东华门街道", "南京东路街道"]
     assert list(back["population"]) == [52000, 61000]
     assert back.geometry.iloc[1].geom_type == "MultiPolygon"
-    for before, after in zip(streets.geometry, back.geometry):
+    for before, after in zip(streets.geometry, back.geometry, strict=True):
         # Every vertex within 0.5 m (it is about 1 cm: RFC 7946 keeps 7 decimals).
         assert before.buffer(0.5 / 111_000).contains(after) and after.buffer(0.5 / 111_000).contains(before)
     assert files_in(tmp_path) == {"wgs.geojson", "gcj.geojson", "back.geojson"}
@@ -122,7 +123,7 @@ def test_shapefile_output_with_chinese_attributes(tmp_path, streets):
 def test_csv_round_trip_keeps_columns_text_and_order(tmp_path):
     lon, lat = wgs84_to_gcj02([116.4, 121.5, 113.9], [39.9, 31.2, 22.5])
     rows = "".join(f"{code},{float(x)!r},{name},{float(y)!r}\n" for code, x, name, y in
-                   zip(["0101", "110101001000", "X-1"], lon, ["东华门", "外滩", "深圳湾"], lat))
+                   zip(["0101", "110101001000", "X-1"], lon, ["东华门", "外滩", "深圳湾"], lat, strict=True))
     (tmp_path / "shops.csv").write_text("code,Lng,name,LATITUDE\n" + rows, encoding="utf-8")
     assert convert_file(tmp_path / "shops.csv", tmp_path / "wgs.csv", src="gcj02", dst="wgs84") == 3
     out = pd.read_csv(tmp_path / "wgs.csv", dtype=str, encoding="utf-8-sig")
@@ -172,7 +173,7 @@ def test_progress_runs_from_zero_to_total(tmp_path):
                            progress=lambda done, total: calls.append((done, total)))
     assert written == n
     assert calls[0] == (0, n) and calls[-1] == (n, n)
-    assert len(calls) > 2 and all(a[0] < b[0] for a, b in zip(calls, calls[1:]))
+    assert len(calls) > 2 and all(a[0] < b[0] for a, b in itertools.pairwise(calls))
 
 
 def test_an_existing_output_is_replaced_whole(tmp_path, streets):

@@ -157,7 +157,7 @@ def test_nan_passes_through_and_shapes_are_kept(function):
 def test_vectorised_equals_pointwise(function, china_lattice):
     lon, lat = (a[::997] for a in china_lattice)
     vector = function(lon, lat)
-    pointwise = np.array([function(x, y) for x, y in zip(lon, lat)], dtype=np.float64)
+    pointwise = np.array([function(x, y) for x, y in zip(lon, lat, strict=True)], dtype=np.float64)
     assert np.array_equal(vector[0], pointwise[:, 0])
     assert np.array_equal(vector[1], pointwise[:, 1])
 
@@ -299,7 +299,7 @@ def _frame(geometry, crs):
 
 def test_to_storage_crs_unshifts_a_declared_gcj02_file_and_keeps_attributes():
     gcj = wgs84_to_gcj02([116.4, 121.5], [39.9, 31.2])
-    frame = _frame([Point(x, y) for x, y in zip(*gcj)], "EPSG:4326").set_index(np.array([7, 9]))
+    frame = _frame([Point(x, y) for x, y in zip(*gcj, strict=True)], "EPSG:4326").set_index(np.array([7, 9]))
     out = to_storage_crs(frame, "gcj02")
     assert out.crs.to_epsg() == 4326
     assert list(out.index) == [7, 9] and list(out["code"]) == ["110101001", "0101"]
@@ -337,8 +337,10 @@ def test_to_storage_crs_rejects_projected_coordinates_declared_as_degrees():
 
 @pytest.mark.parametrize(
     "lon, lat, epsg",
-    [(117.0, 39.0, 4548), (116.4, 39.9, 4548), (118.49, 32.0, 4548), (121.4, 31.2, 4549), (121.6, 31.2, 4550), (75.0, 39.0, 4534),
-     (72.1, 39.0, 4534), (135.0, 48.0, 4554), (137.8, 45.0, 4554), (87.6, 43.8, 4538)],
+    [
+        (117.0, 39.0, 4548), (116.4, 39.9, 4548), (118.49, 32.0, 4548), (121.4, 31.2, 4549), (121.6, 31.2, 4550),
+        (75.0, 39.0, 4534), (72.1, 39.0, 4534), (135.0, 48.0, 4554), (137.8, 45.0, 4554), (87.6, 43.8, 4538),
+    ],
 )
 def test_metric_crs_in_china_is_the_nearest_cgcs2000_gauss_kruger_zone(lon, lat, epsg):
     crs = metric_crs(lon, lat)
