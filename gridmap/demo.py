@@ -6,7 +6,7 @@ Nothing in it is surveyed: the outline, names, workers and populations are made 
 
 How the street is built
 -----------------------
-1. A lattice of road centre-lines, 90–175 m apart, is bent by a gentle smooth warp and turned a few
+1. A lattice of road centre-lines, 95–178 m apart, is bent by a gentle smooth warp and turned a few
    degrees, in the metric CRS EPSG:4549 (CGCS2000 / 3-degree Gauss-Krüger CM 120E).
 2. An irregular blob of lattice cells becomes the street; main roads along lattice lines cut it into six
    communities; pairs of small neighbouring cells in a community merge until exactly 182 grids remain.
@@ -40,12 +40,12 @@ from gridmap.codes import LEVELS, building_code, child_code, parent_code
 from gridmap.units import STORAGE_CRS, make_units
 
 COUNTY_CODE = "330102"  # 浙江省杭州市上城区
-STREET_CODE = "330102901"  # 901: no real street of 上城区 uses it
+STREET_CODE = "330102901"  # 901 keeps clear of the real streets' numbers
 STREET_NAME = "示范街道"
 N_GRIDS = 182
 N_COURTYARDS = 356
 METRIC_CRS = "EPSG:4549"
-# South of 庆春路 and east of 西湖, inside 上城区 (north of 庆春路 has been 拱墅区 since 2021).
+# East of 西湖 and south of 庆春路, so inside 上城区 (the old 下城区 north of 庆春路 is 拱墅区 since 2021).
 CENTRE = (120.182, 30.250)
 COORDINATE_DECIMALS = 7
 FILE_NAMES: dict[str, str] = {
@@ -56,13 +56,13 @@ FILE_NAMES: dict[str, str] = {
     "building": "demo-buildings.geojson",
 }
 
-_COLUMNS, _ROWS = 17, 16
+_COLUMNS, _ROWS = 18, 17
 _MERGES = 28  # cells merged pairwise: the street holds N_GRIDS + _MERGES lattice cells
 _MAX_MERGED_AREA = 29_000.0  # m²: a merged grid stays under 3 ha
 _MIN_BLOCK_AREA = 300.0  # m²: smaller scraps between lanes stay empty
-_MIN_COURTYARD_AREA = 1_500.0
+_MIN_COURTYARD_AREA = 1_500.0  # m²: smaller blocks stay unwalled
 _FOOTPRINT = (100.0, 2_000.0)  # m²
-_M2_PER_RESIDENT = 32.0  # gross residential floor area per resident
+_M2_PER_RESIDENT = 30.0  # gross residential floor area per resident
 _COMMUNITIES = ("湖滨", "清波", "涌金", "柳浪", "望江", "东河")
 _ATTEMPTS = 200
 
@@ -100,15 +100,17 @@ _HOUSING = {"住宅小区", "老旧小区", "散居住宅"}  # blocks of multi-s
 
 _SURNAMES = "王陈张李吴徐周金朱沈杨黄刘胡孙俞蒋章叶赵郑钱何许施汪方潘丁姚"
 _GIVEN = "建国伟芳丽华明军红英平敏静磊强杰燕霞玲晓雪婷浩宇欣怡志勇海波佳慧文斌琳晨雯"
-_ESTATE_STEMS = (
-    "金桂 清泰 湖畔 柳浪 翠苑 紫荆 锦绣 望江 梅花 丁香 春江 明月 朝晖 凤起 南山 吴山 涌金 钱塘 玉皇 平海 "
-    "庆春 东坡 学士 龙翔 惠民 光复 银泉 碧水 绿园 桂花 荷花 兰庭 竹林 松鹤 云栖 星洲 嘉禾 和平 安居 泰和 "
-    "长寿 康乐 华庭 新华 秋涛 天城 河坊 青年 胜利 解放"
-).split()
+_ESTATE_STEMS = tuple(
+    (
+        "金桂 清泰 湖畔 柳浪 翠苑 紫荆 锦绣 望江 梅花 丁香 春江 明月 朝晖 凤起 南山 吴山 涌金 钱塘 玉皇 平海 "
+        "庆春 东坡 学士 龙翔 惠民 光复 银泉 碧水 绿园 桂花 荷花 兰庭 竹林 松鹤 云栖 星洲 嘉禾 和平 安居 泰和 "
+        "长寿 康乐 华庭 新华 秋涛 天城 河坊 青年 胜利 解放"
+    ).split()
+)
 _ESTATE_SUFFIXES = ("小区", "花园", "新村", "公寓", "苑", "家园", "雅苑", "公馆")
-_INSTITUTIONS = ("小学", "中学", "幼儿园", "社区卫生服务中心", "医院", "派出所", "养老院", "文化馆", "职业学校", "消防站")
+_INSTITUTIONS = tuple("小学 中学 幼儿园 社区卫生服务中心 医院 派出所 养老院 文化馆 职业学校 消防站".split())
 _COMMERCE = ("大厦", "商务中心", "广场", "商城", "市场")
-_LANE_HOUSES = ("里", "坊")
+_LANE_HOUSES = ("里", "坊", "巷")
 
 
 @dataclass
@@ -142,7 +144,7 @@ def generate_demo_street(seed: int = 2026) -> dict[str, gpd.GeoDataFrame]:
         layout = _layout(np.random.default_rng([seed, attempt]), to_metric.transform(*CENTRE))
         if layout is not None:
             break
-    else:  # pragma: no cover - every seed tried so far succeeds within a few attempts
+    else:  # pragma: no cover - seeds 0-59 and 2026 all need fewer than 30 attempts
         raise RuntimeError(f"no plausible street layout for seed {seed} in {_ATTEMPTS} attempts")
     rng, nodes, edges, labels, grids = layout
 
@@ -153,71 +155,93 @@ def generate_demo_street(seed: int = 2026) -> dict[str, gpd.GeoDataFrame]:
     # Project each shared centre-line once so both sides of it get the very same rounded vertices.
     wgs84_edges = {key: project(line) for key, line in edges.items()}
     names = _Names(rng)
-    community_names = [f"{stem}社区" for stem in _COMMUNITIES]
     blocks = _blocks(rng, nodes, edges, labels, grids)
     _assign_kinds(rng, blocks, len(grids))
 
-    records: list[dict] = []
-    grid_codes, grid_names = [], []
-    seen: dict[int, int] = {}
-    for cell_list in grids:
-        community = labels[cell_list[0]]
-        seen[community] = seen.get(community, 0) + 1
-        grid_codes.append(child_code(child_code(STREET_CODE, "street", community + 1), "community", seen[community]))
-        grid_names.append(f"{community_names[community]}第{seen[community]}网格")
+    community_codes = [child_code(STREET_CODE, "street", c + 1) for c in range(len(_COMMUNITIES))]
+    community_names = [f"{stem}社区" for stem in _COMMUNITIES]
+    grid_community = [labels[cells[0]] for cells in grids]
+    grid_codes, grid_names, seen = [], [], {}
+    for community in grid_community:
+        seen[community] = number = seen.get(community, 0) + 1
+        grid_codes.append(child_code(community_codes[community], "community", number))
+        grid_names.append(f"{community_names[community]}第{number}网格")
 
     residents = np.zeros(len(grids), dtype=np.int64)
     metric_shapes: list[Polygon] = []
-    shape_records: list[dict] = []
-    courtyard_counts: dict[int, int] = {}
+    records: list[dict] = []  # courtyards and buildings first, their shapes in metric_shapes
     building_counts: dict[int, int] = {}
     for block in blocks:
         grid_code = grid_codes[block.grid]
-        community = labels[grids[block.grid][0]]
         buildings = _pack(rng, block)
         if block.courtyard:
-            courtyard_counts[community] = courtyard_counts.get(community, 0) + 1
-            name = names.courtyard(block.kind, community_names[community], courtyard_counts[community])
-            court_code = child_code(grid_code, "grid", block.courtyard)
-            court_people = sum(people for _, _, _, people in buildings)
+            court_name = names.courtyard(block.kind, community_names[grid_community[block.grid]])
             metric_shapes.append(block.polygon)
-            shape_records.append(
-                {"code": court_code, "level": "courtyard", "name": name, "parent_code": grid_code,
-                 "population": court_people, "attributes": {"kind": block.kind}}
+            records.append(
+                {
+                    "code": child_code(grid_code, "grid", block.courtyard),
+                    "level": "courtyard",
+                    "name": court_name,
+                    "parent_code": grid_code,
+                    "population": sum(people for *_, people in buildings),
+                    "attributes": {"kind": block.kind},
+                }
             )
         for k, (footprint, floors, use, people) in enumerate(buildings, start=1):
             number = building_counts[block.grid] = building_counts.get(block.grid, 0) + 1
             code = building_code(grid_code, number, block.courtyard)
-            label = f"{name}{k}幢" if block.courtyard else f"{grid_names[block.grid]}{number}号楼"
+            label = f"{court_name}{k}幢" if block.courtyard else f"{grid_names[block.grid]}{number}号楼"
             residents[block.grid] += people
             metric_shapes.append(footprint)
-            shape_records.append(
-                {"code": code, "level": "building", "name": label, "parent_code": parent_code(code, "building"),
-                 "population": people, "attributes": {"floors": floors, "use": use}}
+            records.append(
+                {
+                    "code": code,
+                    "level": "building",
+                    "name": label,
+                    "parent_code": parent_code(code, "building"),
+                    "population": people,
+                    "attributes": {"floors": floors, "use": use},
+                }
             )
     wgs84_shapes = shapely.transform(np.array(metric_shapes, dtype=object), project)
-    for record, shape in zip(shape_records, wgs84_shapes):
+    for record, shape in zip(records, wgs84_shapes, strict=True):
         record["geometry"] = shape
-    records.extend(shape_records)
-
-    grid_shapes = [_union([_cell_polygon(wgs84_edges, cell) for cell in cell_list]) for cell_list in grids]
+    grid_shapes = [_union([_cell_polygon(wgs84_edges, cell) for cell in cells]) for cells in grids]
     workers = names.workers(len(grids))
     for g, code in enumerate(grid_codes):
         records.append(
-            {"code": code, "level": "grid", "name": grid_names[g], "parent_code": code[:12],
-             "worker": workers[g], "population": int(residents[g]), "geometry": grid_shapes[g]}
+            {
+                "code": code,
+                "level": "grid",
+                "name": grid_names[g],
+                "parent_code": parent_code(code, "grid"),
+                "worker": workers[g],
+                "population": int(residents[g]),
+                "geometry": grid_shapes[g],
+            }
         )
     for community, name in enumerate(community_names):
-        members = [g for g, cell_list in enumerate(grids) if labels[cell_list[0]] == community]
+        members = [g for g, c in enumerate(grid_community) if c == community]
         records.append(
-            {"code": child_code(STREET_CODE, "street", community + 1), "level": "community", "name": name,
-             "parent_code": STREET_CODE, "population": int(residents[members].sum()),
-             "geometry": _union([grid_shapes[g] for g in members])}
+            {
+                "code": community_codes[community],
+                "level": "community",
+                "name": name,
+                "parent_code": parent_code(community_codes[community], "community"),
+                "population": int(residents[members].sum()),
+                "geometry": _union([grid_shapes[g] for g in members]),
+            }
         )
     records.append(
-        {"code": STREET_CODE, "level": "street", "name": STREET_NAME, "parent_code": COUNTY_CODE,
-         "population": int(residents.sum()), "geometry": _union(grid_shapes),
-         "attributes": {"city": "杭州市", "district": "上城区", "fictional": True}}
+        {
+            "code": STREET_CODE,
+            "level": "street",
+            "name": STREET_NAME,
+            "parent_code": COUNTY_CODE,
+            "population": int(residents.sum()),
+            "geometry": _union(grid_shapes),
+            "attributes": {"city": "杭州市", "district": "上城区", "fictional": True},
+        }
     )
     for record in records:
         # RFC 7946 wants exterior rings counter-clockwise; orienting changes no coordinate.
@@ -281,8 +305,8 @@ def _lattice(rng: np.random.Generator, centre: tuple[float, float]) -> tuple[np.
 
     ``("h", i, j)`` runs east from node ``(i, j)``, ``("v", i, j)`` north from it.
     """
-    xs = np.concatenate([[0.0], np.cumsum(rng.uniform(98, 175, _COLUMNS))])
-    ys = np.concatenate([[0.0], np.cumsum(rng.uniform(92, 166, _ROWS))])
+    xs = np.concatenate([[0.0], np.cumsum(rng.uniform(100, 178, _COLUMNS))])
+    ys = np.concatenate([[0.0], np.cumsum(rng.uniform(95, 168, _ROWS))])
     xs -= xs[-1] / 2
     ys -= ys[-1] / 2
     turn = math.radians(rng.uniform(-8, 8))
@@ -294,7 +318,7 @@ def _lattice(rng: np.random.Generator, centre: tuple[float, float]) -> tuple[np.
     def warp(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         # Long gentle waves bend the roads a little without changing any block much.
         u, v = x.copy(), y.copy()
-        for shift, a, w, h, p in zip((u, v), amplitude, wavelength, heading, phase):
+        for shift, a, w, h, p in zip((u, v), amplitude, wavelength, heading, phase, strict=True):
             for k in range(3):
                 shift += a[k] * np.sin(2 * math.pi * (x * math.cos(h[k]) + y * math.sin(h[k])) / w[k] + p[k])
         return np.stack(
@@ -304,22 +328,19 @@ def _lattice(rng: np.random.Generator, centre: tuple[float, float]) -> tuple[np.
 
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     nodes = warp(gx, gy)
+    # Three points inside each centre-line, 23-45 m apart, let the warp bend it; its ends are the lattice
+    # nodes themselves, so lines meeting at a node meet exactly.
+    t = np.array([0.25, 0.5, 0.75])
+    east = warp(gx[:-1, :, None] + t * np.diff(xs)[:, None, None], gy[:-1, :, None] + 0 * t)
+    north = warp(gx[:, :-1, None] + 0 * t, gy[:, :-1, None] + t * np.diff(ys)[None, :, None])
     edges = {}
     for i in range(_COLUMNS + 1):
         for j in range(_ROWS + 1):
             if i < _COLUMNS:
-                edges["h", i, j] = _centre_line(warp, nodes, (xs[i], ys[j]), (xs[i + 1], ys[j]), (i, j), (i + 1, j))
+                edges["h", i, j] = np.vstack([nodes[i, j], east[i, j], nodes[i + 1, j]])
             if j < _ROWS:
-                edges["v", i, j] = _centre_line(warp, nodes, (xs[i], ys[j]), (xs[i], ys[j + 1]), (i, j), (i, j + 1))
+                edges["v", i, j] = np.vstack([nodes[i, j], north[i, j], nodes[i, j + 1]])
     return nodes, edges
-
-
-def _centre_line(warp, nodes: np.ndarray, start, end, first, last) -> np.ndarray:
-    segments = max(1, math.ceil(math.dist(start, end) / 40))
-    t = np.linspace(0, 1, segments + 1)[1:-1]
-    inner = warp(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]))
-    # The ends are the shared lattice nodes themselves, so lines meeting at a node meet exactly.
-    return np.vstack([nodes[first], inner, nodes[last]])
 
 
 def _cell_polygon(edges: dict, cell: tuple[int, int]) -> Polygon:
@@ -337,7 +358,7 @@ def _union(polygons: Sequence[Polygon]) -> Polygon:
 
 
 def _layout(rng: np.random.Generator, centre: tuple[float, float]) -> tuple | None:
-    """The street's lattice, community per cell and grids as tuples of cells; ``None`` if this draw is unusable.
+    """The street's lattice, community per cell and grids as tuples of cells; ``None`` for an unusable draw.
 
     Returns ``(rng, nodes, edges, labels, grids)``: ``rng`` goes on to draw everything else.
     """
@@ -354,7 +375,7 @@ def _layout(rng: np.random.Generator, centre: tuple[float, float]) -> tuple | No
     grids = _merge(rng, community, areas)
     if grids is None:
         return None
-    labels = {(int(i), int(j)): int(community[i, j]) for i, j in zip(*np.nonzero(mask))}
+    labels = {(i, j): int(community[i, j]) for i, j in np.argwhere(mask).tolist()}
     # Number grids within a community from the north-west, row by row, as one reads a map.
     grids.sort(key=lambda cells: (labels[cells[0]], -max(j for _, j in cells), min(i for i, _ in cells)))
     return rng, nodes, edges, labels, grids
@@ -378,7 +399,8 @@ def _communities(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
     """Label cells 0–5: three column bands cut by north–south main roads, each cut in two east–west."""
     labels = np.full(mask.shape, -1)
     cumulative = np.cumsum(mask.sum(axis=1))
-    cuts = [0, *(int(np.searchsorted(cumulative, cumulative[-1] * f)) + 1 for f in (rng.uniform(0.3, 0.36), rng.uniform(0.64, 0.7))), _COLUMNS]
+    shares = (rng.uniform(0.3, 0.36), rng.uniform(0.64, 0.7))
+    cuts = [0, *(int(np.searchsorted(cumulative, cumulative[-1] * share)) + 1 for share in shares), _COLUMNS]
     for band in range(3):
         columns = slice(cuts[band], cuts[band + 1])
         rows = np.cumsum(mask[columns].sum(axis=0))
@@ -394,9 +416,8 @@ def _is_simple_region(mask: np.ndarray) -> bool:
     a, b, c, d = padded[:-1, :-1], padded[1:, :-1], padded[:-1, 1:], padded[1:, 1:]
     if np.any((a & d & ~b & ~c) | (b & c & ~a & ~d)):
         return False
-    return _component(padded, tuple(np.argwhere(padded)[0])) == padded.sum() and _component(
-        ~padded, (0, 0)
-    ) == (~padded).sum()
+    one_piece = _component(padded, tuple(np.argwhere(padded)[0])) == padded.sum()
+    return one_piece and _component(~padded, (0, 0)) == (~padded).sum()  # all outside cells reach the rim
 
 
 def _component(mask: np.ndarray, start: tuple[int, int]) -> int:
@@ -414,13 +435,12 @@ def _component(mask: np.ndarray, start: tuple[int, int]) -> int:
 def _merge(rng: np.random.Generator, community: np.ndarray, areas: np.ndarray) -> list[tuple] | None:
     """Grids: single cells, and ``_MERGES`` pairs of small neighbours that together stay under 3 ha."""
     pairs = []
-    for i, j in np.argwhere(community >= 0):
+    for i, j in np.argwhere(community >= 0).tolist():
         for n in ((i + 1, j), (i, j + 1)):
-            if n[0] < _COLUMNS and n[1] < _ROWS and community[n] == community[i, j]:
-                total = areas[i, j] + areas[n]
-                if total <= _MAX_MERGED_AREA:
-                    # The smallest cells merge first; a little noise varies the pairs from seed to seed.
-                    pairs.append((min(areas[i, j], areas[n]) * rng.uniform(1, 1.1), (int(i), int(j)), (int(n[0]), int(n[1]))))
+            neighbours = n[0] < _COLUMNS and n[1] < _ROWS and community[n] == community[i, j]
+            if neighbours and areas[i, j] + areas[n] <= _MAX_MERGED_AREA:
+                # The smallest cells merge first; a little noise varies the pairs from seed to seed.
+                pairs.append((min(areas[i, j], areas[n]) * rng.uniform(1, 1.1), (i, j), n))
     pairs.sort()
     merged: list[tuple] = []
     used: set = set()
@@ -432,18 +452,20 @@ def _merge(rng: np.random.Generator, community: np.ndarray, areas: np.ndarray) -
             used.update((first, second))
     if len(merged) < _MERGES:
         return None
-    singles = [(int(i), int(j)) for i, j in np.argwhere(community >= 0) if (int(i), int(j)) not in used]
+    singles = [(i, j) for i, j in np.argwhere(community >= 0).tolist() if (i, j) not in used]
     return merged + [(cell,) for cell in singles]
 
 
 # --- blocks, courtyards and buildings ----------------------------------------------------------------------
 
 
-def _blocks(rng: np.random.Generator, nodes: np.ndarray, edges: dict, labels: dict, grids: list[tuple]) -> list[_Block]:
-    """Cut every cell into blocks: roads along its sides, then 0–3 lanes across it."""
+def _blocks(rng: np.random.Generator, nodes: np.ndarray, edges: dict, labels: dict, grids: list) -> list[_Block]:
+    """Cut every cell into blocks: roads along its sides, then up to two lanes across it."""
     grid_of = {cell: g for g, cells in enumerate(grids) for cell in cells}
-    main = {("h", j): rng.uniform(10, 15) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(10, 15) for i in range(_COLUMNS + 1)}
-    minor = {("h", j): rng.uniform(5, 8) for j in range(_ROWS + 1)} | {("v", i): rng.uniform(5, 8) for i in range(_COLUMNS + 1)}
+    # Each lattice line keeps one width along its length: main roads 20–30 m, minor roads 10–16 m.
+    lines = [("h", j) for j in range(_ROWS + 1)] + [("v", i) for i in range(_COLUMNS + 1)]
+    main = {line: rng.uniform(10, 15) for line in lines}
+    minor = {line: rng.uniform(5, 8) for line in lines}
 
     def half_width(key: tuple) -> float:
         kind, i, j = key
@@ -525,7 +547,7 @@ def _assign_kinds(rng: np.random.Generator, blocks: list[_Block], grid_count: in
         block.kind = str(rng.choice(list(kinds), p=list(kinds.values())))
         if b in walled:
             block.courtyard = numbers[block.grid] = numbers.get(block.grid, 0) + 1
-    # Every grid houses a few hundred people: its largest block becomes flats when no block has any.
+    # Somebody lives in every grid: its largest block becomes flats when no block has any.
     for g in range(grid_count):
         own = [block for block in blocks if block.grid == g]
         if not any(block.kind in _HOUSING for block in own):
@@ -544,18 +566,17 @@ def _pack(rng: np.random.Generator, block: _Block) -> list[tuple[Polygon, int, s
     # Work in the block's own frame: x along its rows, y across them.
     local = shapely.transform(block.polygon, lambda c: (c - origin) @ np.array([[cos, -sin], [sin, cos]]))
     room = local.buffer(-style.margin, join_style="mitre")
-    if room.is_empty:
-        return []
     shapely.prepare(room)
     footprints = []
-    minx, miny, maxx, maxy = room.bounds
+    minx, miny, maxx, maxy = room.bounds  # NaN for an empty room: no row starts
     y = miny + rng.uniform(0, 2)
-    while True:
+    while y < maxy:
         depth = rng.uniform(*style.depth)
         if y + depth > maxy:
             break
         # The row can use the stretch where its bottom, middle and top lines all cross the room.
-        spans = [room.intersection(LineString([(minx - 1, yy), (maxx + 1, yy)])).bounds for yy in (y, y + depth / 2, y + depth)]
+        crossings = [LineString([(minx - 1, h), (maxx + 1, h)]) for h in (y, y + depth / 2, y + depth)]
+        spans = [room.intersection(line).bounds for line in crossings]
         x = max(span[0] for span in spans) + rng.uniform(0, 2)
         end = min(span[2] for span in spans)
         while x < end:  # false when a line misses the room: its bounds are NaN
@@ -570,10 +591,11 @@ def _pack(rng: np.random.Generator, block: _Block) -> list[tuple[Polygon, int, s
                 x += 2.0
         y += depth + rng.uniform(*style.row_gap)
     if not footprints and block.courtyard:
-        # A walled courtyard always has a building: one small block in its middle.
-        centre = room.point_on_surface()
-        shape = box(centre.x - 7, centre.y - 5, centre.x + 7, centre.y + 5)
-        if room.contains_properly(shape):
+        # A walled courtyard needs a building: a small one in its middle, nearer the wall than usual.
+        inner = local.buffer(-2.0, join_style="mitre")
+        centre = inner.point_on_surface()
+        shape = box(centre.x - 6, centre.y - 4.5, centre.x + 6, centre.y + 4.5)
+        if inner.contains_properly(shape):
             footprints.append(shape)
     back = np.array([[cos, sin], [-sin, cos]])
     buildings = []
@@ -596,7 +618,7 @@ def _footprint(rng: np.random.Generator, x: float, y: float, length: float, dept
         shape = shapely.transform(shape, lambda c: np.column_stack([length - c[:, 0], c[:, 1]]))
     if rng.random() < 0.5:  # bar on the other side
         shape = shapely.transform(shape, lambda c: np.column_stack([c[:, 0], depth - c[:, 1]]))
-    return shapely.transform(shape, lambda c: c + (x, y))
+    return shapely.transform(shape, lambda c: c + np.array([x, y]))
 
 
 class _Names:
@@ -605,6 +627,7 @@ class _Names:
     def __init__(self, rng: np.random.Generator) -> None:
         self._rng = rng
         self._used: set[str] = set()
+        self._yards: dict[str, int] = {}
 
     def _fresh(self, make) -> str:
         while (name := make()) in self._used:
@@ -622,11 +645,14 @@ class _Names:
 
         return [self._fresh(person) for _ in range(count)]
 
-    def courtyard(self, kind: str, community: str, number: int) -> str:
-        if kind == "老旧小区":
-            return f"{community}{number}号院"  # unique: the number counts within the community
-        stems = _ESTATE_STEMS + list(_COMMUNITIES)
-        suffixes = {"单位大院": _INSTITUTIONS, "商业楼宇": _COMMERCE, "传统民居": _LANE_HOUSES}.get(kind, _ESTATE_SUFFIXES)
+    def courtyard(self, kind: str, community: str) -> str:
+        if kind == "老旧小区":  # old compounds go by number within their community
+            self._yards[community] = self._yards.get(community, 0) + 1
+            return f"{community}{self._yards[community]}号院"
+        stems = _ESTATE_STEMS + _COMMUNITIES
+        suffixes = {"单位大院": _INSTITUTIONS, "商业楼宇": _COMMERCE, "传统民居": _LANE_HOUSES}.get(
+            kind, _ESTATE_SUFFIXES
+        )
         return self._fresh(lambda: self._pick(stems) + self._pick(suffixes))
 
 
