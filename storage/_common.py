@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -27,6 +28,10 @@ from storage.errors import ChildrenExistError, DuplicateCodeError, ParentNotFoun
 #: How many codes an error message names before it says "and N more".
 SHOW = 5
 _POLYGON, _MULTIPOLYGON = 3, 6  # shapely type ids
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an unescaped \u0000 in JSON text
+# Chinese text stays readable in the database; NaN is not JSON (and PostgreSQL's jsonb refuses it).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def listing(items: Iterable[object], show: int = SHOW) -> str:
@@ -66,9 +71,8 @@ class Batch:
 def prepare_batch(units: GeoDataFrame) -> Batch:
     """Validate ``units`` for writing and turn it into rows; raise before anything touches a database."""
     check_units(units)
-    codes = [_code(value, i) for i, value in enumerate(units["code"])]
-    seen: set[str] = set()
-    duplicated = sorted({c for c in codes if c in seen or seen.add(c)})  # type: ignore[func-returns-value]
+    codes = [_code(value, i) for i, value in enumerate(_values(units["code"]))]
+    duplicated = sorted(code for code, n in Counter(codes).items() if n > 1)
     if duplicated:
         raise DuplicateCodeError(
             f"{len(duplicated)} unit code(s) occur more than once in the batch: {listing(duplicated)}",
@@ -79,18 +83,18 @@ def prepare_batch(units: GeoDataFrame) -> Batch:
     wkbs = shapely.to_wkb(geoms)
     bounds = shapely.bounds(geoms)
 
-    levels = [str(v) for v in units["level"]]
-    parents = [_optional_text(v) for v in units["parent_code"]]
-    rows = [
-        (code, level, _optional_text(name) or "", parent, _optional_text(worker), _population(pop, code),
-         _attributes(attrs, code), wkb)
-        for code, level, name, parent, worker, pop, attrs, wkb in zip(
-            codes, levels, units["name"], parents, units["worker"], units["population"], units["attributes"], wkbs
-        )
-    ]
+    levels = [str(v) for v in _values(units["level"])]
+    parents = [_optional_text(v) for v in _values(units["parent_code"])]
+    names = [_optional_text(v) or "" for v in _values(units["name"])]
+    workers = [_optional_text(v) for v in _values(units["worker"])]
+    populations = [_population(v, c) for v, c in zip(_values(units["population"]), codes)]
+    attributes = [_attributes(v, c) for v, c in zip(_values(units["attributes"]), codes)]
+    rows = list(zip(codes, levels, names, parents, workers, populations, attributes, wkbs))
+    _check_text(rows)
     needs: dict[str | None, list[str]] = {}
+    in_batch = set(codes)
     for code, level, parent in zip(codes, levels, parents):
-        if level != "street" and parent not in seen:
+        if level != "street" and parent not in in_batch:
             needs.setdefault(parent, []).append(code)
     return Batch(rows=rows, bounds=bounds, needs=needs)
 
@@ -136,6 +140,18 @@ def _check_geometries(geoms: np.ndarray, codes: Sequence[str]) -> None:
     fail(np.isin(np.arange(len(geoms)), bad_rows), "have NaN or infinite coordinates")
 
 
+def _check_text(rows: list[tuple]) -> None:
+    """Refuse NUL characters, which PostgreSQL cannot store in text or jsonb (SQLite could: keep them alike)."""
+    for row in rows:
+        if any(isinstance(v, str) and "\x00" in v for v in row[:5]) or _JSON_NUL.search(row[6]):
+            raise InputError(f"unit {row[0]!r}: text contains a NUL character (\\x00), which cannot be stored")
+
+
+def _values(column: pd.Series) -> list:
+    """A column's values as a plain list (iterating a pandas extension array element-wise is slow)."""
+    return column.to_numpy(dtype=object).tolist()
+
+
 def _is_na(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
@@ -151,6 +167,8 @@ def _population(value: object, code: str) -> int | None:
         raise InputError(f"unit {code}: population {value!r} is not a whole number")
     if isinstance(value, (float, np.floating)) and not float(value).is_integer():
         raise InputError(f"unit {code}: population {value!r} is not a whole number")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise InputError(f"unit {code}: population {value!r} is out of range")
     return int(value)
 
 
@@ -159,8 +177,10 @@ def _attributes(value: object, code: str) -> str:
         return "{}"
     if not isinstance(value, dict):
         raise InputError(f"unit {code}: attributes must be a dict, got {type(value).__name__}")
+    if not value:
+        return "{}"
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _JSON.encode(value)
     except (TypeError, ValueError) as error:
         raise InputError(f"unit {code}: attributes are not JSON-serialisable: {error}") from None
 
@@ -244,6 +264,17 @@ def checked_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)) or minx > maxx or miny > maxy:
         raise InputError(f"bbox {bbox!r} is not (minx, miny, maxx, maxy) with min <= max")
     return minx, miny, maxx, maxy
+
+
+def bbox_geometry(bbox: tuple[float, float, float, float]) -> BaseGeometry:
+    """The box as a geometry for an exact intersects test: a Point or LineString when it has no width or
+    height (a zero-area polygon is invalid, and GEOS and PostGIS disagree on what it intersects)."""
+    minx, miny, maxx, maxy = bbox
+    if minx == maxx and miny == maxy:
+        return shapely.Point(minx, miny)
+    if minx == maxx or miny == maxy:
+        return shapely.LineString([(minx, miny), (maxx, maxy)])
+    return shapely.box(minx, miny, maxx, maxy)
 
 
 def checked_geometry(geometry: object) -> BaseGeometry:

@@ -1,7 +1,8 @@
 """PostGIS store: psycopg2 with a thread-safe connection pool.
 
-Geometry goes in as WKB (``ST_GeomFromWKB(%s, 4326)``) and comes back with ``ST_AsBinary``, so it
-round-trips exactly. Spatial filters are ``geom && <envelope>`` (GIST index) AND ``ST_Intersects`` (exact).
+A batch is COPied (text format) into a temporary table and upserted from there with one
+``INSERT ... SELECT ... ON CONFLICT ("code") DO UPDATE``, all in one transaction. Geometry goes in as WKB
+(``ST_GeomFromWKB(wkb, 4326)``) and comes back with ``ST_AsBinary``, so it round-trips exactly. Spatial filters are ``geom && <envelope>`` (GIST index) AND ``ST_Intersects`` (exact).
 Every value is bound as a parameter; every identifier is quoted.
 
 Concurrency: ``put_units`` takes ``FOR KEY SHARE`` locks on the stored parents it relies on and
@@ -11,6 +12,7 @@ concurrent put and delete cannot leave an orphan.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -18,7 +20,6 @@ from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.extras
 import psycopg2.pool
 from geopandas import GeoDataFrame
 from shapely.geometry.base import BaseGeometry
@@ -26,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from gridmap.codes import LEVELS
 from gridmap.units import empty_units
 from storage._common import (
+    bbox_geometry,
     check_parents,
     checked_bbox,
     checked_geometry,
@@ -49,15 +51,24 @@ DEFAULT_POOL_SIZE = 8
 ACQUIRE_TIMEOUT = 30.0
 #: Seconds libpq waits for the server when connecting (unless the URL sets connect_timeout).
 CONNECT_TIMEOUT = 10
-#: Rows per INSERT statement in put_units.
-PAGE_SIZE = 1000
+#: Rows per COPY chunk in put_units (bounds the memory of the text sent).
+COPY_CHUNK = 5000
 #: pg_advisory_xact_lock key serialising schema migrations ("gridmap" in ASCII).
 MIGRATION_LOCK = 0x67726964_6D6170
 
 _COLUMNS = '"code", "level", "name", "parent_code", "worker", "population", "attributes"'
 _SELECT = f'SELECT {_COLUMNS}, ST_AsBinary("geom") FROM "units"'
+# put_units: COPY the batch into a temporary table, then one INSERT ... ON CONFLICT from it.
+_STAGE = """
+CREATE TEMPORARY TABLE "units_incoming" (
+    "code" text, "level" text, "name" text, "parent_code" text, "worker" text,
+    "population" bigint, "attributes" jsonb, "wkb" bytea
+) ON COMMIT DROP
+"""
+_COPY = f'COPY "units_incoming" ({_COLUMNS}, "wkb") FROM STDIN'
 _UPSERT = f"""
-INSERT INTO "units" ({_COLUMNS}, "geom") VALUES %s
+INSERT INTO "units" ({_COLUMNS}, "geom")
+SELECT {_COLUMNS}, ST_GeomFromWKB("wkb", 4326) FROM "units_incoming"
 ON CONFLICT ("code") DO UPDATE SET
     "level" = EXCLUDED."level",
     "name" = EXCLUDED."name",
@@ -67,7 +78,8 @@ ON CONFLICT ("code") DO UPDATE SET
     "attributes" = EXCLUDED."attributes",
     "geom" = EXCLUDED."geom"
 """
-_UPSERT_ROW = "(%s, %s, %s, %s, %s, %s, %s::jsonb, ST_GeomFromWKB(%s, 4326))"
+# COPY text format: backslash, tab, newline and carriage return escaped; \N is NULL.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _ENVELOPE = "ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
 _CREATE_MIGRATIONS = """
 CREATE TABLE IF NOT EXISTS "schema_migrations" (
@@ -85,6 +97,8 @@ class PostgisStore(Store):
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = mask_url(url)
         self._size = _pool_size() if pool_size is None else pool_size
+        if self._size < 1:
+            raise StoreConfigError(f"pool size {self._size} for {self.url}: need at least 1 connection")
         self._slots = threading.BoundedSemaphore(self._size)
         self._closed = False
         try:
@@ -116,7 +130,10 @@ class PostgisStore(Store):
                 cur.execute('SELECT "code" FROM "units" WHERE "code" = ANY(%s::text[]) FOR KEY SHARE', (wanted,))
                 stored = {code for (code,) in cur.fetchall()}
             check_parents(batch, stored)
-            psycopg2.extras.execute_values(cur, _UPSERT, batch.rows, template=_UPSERT_ROW, page_size=PAGE_SIZE)
+            cur.execute(_STAGE)
+            for start in range(0, len(batch.rows), COPY_CHUNK):
+                cur.copy_expert(_COPY, io.StringIO(_copy_text(batch.rows[start : start + COPY_CHUNK])))
+            cur.execute(_UPSERT)
         return len(batch)
 
     def get_units(
@@ -143,9 +160,9 @@ class PostgisStore(Store):
             clauses.append('"parent_code" = %s')
             params.append(str(parent_code))
         if bbox is not None:
-            box = list(checked_bbox(bbox))
-            clauses.append(f'"geom" && {_ENVELOPE} AND ST_Intersects("geom", {_ENVELOPE})')
-            params += box + box
+            box = checked_bbox(bbox)
+            clauses.append(f'"geom" && {_ENVELOPE} AND ST_Intersects("geom", ST_GeomFromWKB(%s, 4326))')
+            params += [*box, bbox_geometry(box).wkb]
         return to_units(self._select(clauses, params, "get_units"))
 
     def units_intersecting(self, geometry: BaseGeometry, *, level: str | None = None) -> GeoDataFrame:
@@ -235,6 +252,8 @@ class PostgisStore(Store):
             except psycopg2.Error as exc:
                 discard = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
                 raise error(f"{what} failed on {self.url}: {one_line(exc)}") from exc
+            except UnicodeError as exc:  # text psycopg2 cannot encode (lone surrogates)
+                raise error(f"{what} failed on {self.url}: {one_line(exc)}") from exc
         finally:
             if conn is not None:
                 self._give_back(conn, discard or bool(conn.closed))
@@ -304,6 +323,19 @@ class PostgisStore(Store):
                 f"database {self._database} at {self.url} lacks the PostGIS extension and it could not be "
                 f"created ({one_line(exc)}): have a superuser run CREATE EXTENSION postgis in it"
             ) from exc
+
+
+def _copy_text(rows: list[tuple]) -> str:
+    """``(code, level, name, parent_code, worker, population, attributes_json, wkb)`` rows as COPY text."""
+
+    def field(value: object) -> str:
+        return "\\N" if value is None else str(value).translate(_COPY_ESCAPES)
+
+    return "".join(
+        f"{field(code)}\t{field(level)}\t{field(name)}\t{field(parent)}\t{field(worker)}\t{field(population)}"
+        f"\t{field(attributes)}\t\\\\x{wkb.hex()}\n"
+        for code, level, name, parent, worker, population, attributes, wkb in rows
+    )
 
 
 def _has_postgis(cur: psycopg2.extensions.cursor) -> bool:

@@ -15,18 +15,19 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import shapely
 from geopandas import GeoDataFrame
 from shapely.geometry.base import BaseGeometry
 
 from gridmap.codes import LEVELS
 from gridmap.units import empty_units
 from storage._common import (
+    bbox_geometry,
     check_parents,
     checked_bbox,
     checked_geometry,
@@ -96,9 +97,7 @@ class SqliteStore(Store):
         try:
             conn = self._connect()
             try:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StoreConfigError(f"cannot open SQLite database {self.path}: WAL mode refused ({mode})")
+                self._enable_wal(conn)
                 self._migrate(conn)
             finally:
                 self._release(conn)
@@ -151,7 +150,7 @@ class SqliteStore(Store):
         box = None
         if bbox is not None:
             minx, miny, maxx, maxy = checked_bbox(bbox)
-            box = shapely.box(minx, miny, maxx, maxy)
+            box = bbox_geometry((minx, miny, maxx, maxy))
             clauses.append(_RTREE_HITS)
             params += [maxx, minx, maxy, miny]
         rows = self._select(clauses, params, "get_units")
@@ -248,7 +247,7 @@ class SqliteStore(Store):
             raise StoreError(f"{what}: cannot open {self.path}: {one_line(error)}") from error
         try:
             yield conn
-        except sqlite3.Error as error:
+        except (sqlite3.Error, UnicodeError, OverflowError) as error:  # the latter two: values sqlite3 cannot bind
             raise StoreError(f"{what} failed on {self.path}: {one_line(error)}") from error
         finally:
             self._release(conn)
@@ -269,6 +268,25 @@ class SqliteStore(Store):
         sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + ' ORDER BY "code"'
         with self._connection(what) as conn:
             return conn.execute(sql, params).fetchall()
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (persistent). The switch fails at once, without waiting for the busy
+        timeout, while another connection has the file open in the middle of the same switch: retry then."""
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StoreConfigError(f"cannot open SQLite database {self.path}: WAL mode refused ({mode})")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Apply pending ``storage/sql/sqlite/NNNN_*.sql`` files in order, each in its own transaction."""

@@ -181,13 +181,14 @@ def store(store_url: str):
 
 @pytest.fixture
 def fresh_store_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """URL of a database no store has opened yet (no gridmap schema)."""
+    """URL of a database no store has opened yet: no gridmap schema, and for PostGIS not even the postgis
+    extension (the store creates it, as the admin URL's role may)."""
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'fresh.db'}"
         return
     admin: PostgresAdmin = request.getfixturevalue("postgres_admin")
     name = admin.new_name()
-    url = admin.create_database(name)
+    url = admin.create_database(name, postgis=False)
     try:
         yield url
     finally:

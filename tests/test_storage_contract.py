@@ -95,8 +95,9 @@ def test_every_column_round_trips_exactly(store: Store):
         Polygon([(116.123456789012345, 39.987654321098765), (116.7, 39.7), (116.65, 39.75)]),  # full doubles
     ])
     given = hierarchy() + [
-        unit(COMMUNITY2, "community", STREET, holed, name="带洞社区", worker=None, population=0,
-             attributes={"说明": "内有湖泊 \"引号\" \\ 反斜杠 ' 单引号", "emoji": "🏯"}),
+        unit(COMMUNITY2, "community", STREET, holed, name="带洞\t社区\n第二行\\N \\x00", worker="李\r四",
+             population=0, attributes={"说明": "内有湖泊 \"引号\" \\ 反斜杠 ' 单引号\t\r\n", "emoji": "🏯",
+                                       "大数": 2**62, "小数": 1e-300, "空": {}}),
         unit(STREET2, "street", "110101", multi, name="多面街道", population=None),
     ]
     table = units(*given)
@@ -122,7 +123,8 @@ def test_every_column_round_trips_exactly(store: Store):
     assert by_code.loc[STREET, "population"] == 61234
     assert by_code.loc[STREET, "name"] == "东华门街道"
     assert by_code.loc[COMMUNITY, "attributes"] == {"书记": "王芳", "电话": ["010-1234", None], "面积": 0.35}
-    assert by_code.loc[COMMUNITY2, "attributes"]["说明"] == "内有湖泊 \"引号\" \\ 反斜杠 ' 单引号"
+    assert by_code.loc[COMMUNITY2, "attributes"]["说明"] == "内有湖泊 \"引号\" \\ 反斜杠 ' 单引号\t\r\n"
+    assert by_code.loc[COMMUNITY2, "name"] == "带洞\t社区\n第二行\\N \\x00"
     assert by_code.loc[BUILDING_IN_GRID, "attributes"] == {}
 
 
@@ -204,6 +206,7 @@ def test_empty_geometry_writes_nothing(store: Store):
      lambda: shapely.from_wkt("POLYGON ((0 0, 1 0, NaN 1, 0 0))")],
     ids=["none", "point", "line", "collection", "empty-multi", "nan"],
 )
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_non_polygonal_geometry_is_refused(store: Store, geometry):
     table = units(unit(STREET, "street", "110101"))
     table.loc[0, "geometry"] = geometry()
@@ -240,6 +243,54 @@ def test_the_unit_table_is_checked_first(store: Store):
     with pytest.raises(InputError, match=STREET):
         store.put_units(bad_attributes)
     assert store.count_units()["street"] == 0
+
+
+def test_values_no_database_can_hold_are_refused_before_writing(store: Store):
+    table = units(unit(STREET, "street", "110101"), unit(STREET2, "street", "110101", name="坏\x00名"))
+    with pytest.raises(InputError, match=STREET2):
+        store.put_units(table)
+    table = units(unit(STREET, "street", "110101", attributes={"k": "a\x00"}))
+    with pytest.raises(InputError, match="NUL"):
+        store.put_units(table)
+    table = units(unit(STREET, "street", "110101"))
+    table["population"] = pd.Series([2**70], dtype=object)
+    with pytest.raises(InputError, match="population"):
+        store.put_units(table)
+    table["population"] = pd.Series([1.5], dtype=object)
+    with pytest.raises(InputError, match="population"):
+        store.put_units(table)
+    table = units(unit(STREET, "street", "110101", attributes={"x": float("nan")}))
+    with pytest.raises(InputError, match="JSON"):
+        store.put_units(table)
+    assert store.count_units()["street"] == 0
+
+
+def failing_trigger(backend: str, url: str, code: str) -> None:
+    """Make the database itself refuse to write unit ``code``, half-way through a batch."""
+    if backend == "sqlite":
+        execute(backend, url, f"""CREATE TRIGGER "refuse" BEFORE INSERT ON "units" WHEN new."code" = '{code}'
+                                  BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END""")
+        return
+    execute(backend, url, f"""CREATE FUNCTION "refuse"() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW."code" = '{code}' THEN RAISE EXCEPTION 'refused by test trigger'; END IF; RETURN NEW; END $$""")
+    execute(backend, url, 'CREATE TRIGGER "refuse" BEFORE INSERT ON "units" FOR EACH ROW EXECUTE FUNCTION "refuse"()')
+
+
+def test_a_write_failing_half_way_leaves_nothing_behind(fresh_store_url: str, backend: str):
+    with open_store(fresh_store_url) as store:
+        store.put_units(units(unit(STREET, "street", "110101", name="旧名")))
+        failing_trigger(backend, fresh_store_url, "110101001009")
+        batch = units(
+            unit(STREET, "street", "110101", name="新名"),
+            *[unit(f"110101001{i:03d}", "community", STREET) for i in range(1, 20)],
+        )
+        with pytest.raises(StoreError, match="refused by test trigger") as caught:
+            store.put_units(batch)
+        assert not isinstance(caught.value, (sqlite3.Error, psycopg2.Error))
+        assert store.count_units() == {"street": 1, "community": 0, "grid": 0, "courtyard": 0, "building": 0}
+        assert store.get_units().loc[0, "name"] == "旧名"
+        # The store (and its pooled connection) is still usable afterwards.
+        assert store.put_units(units(unit(COMMUNITY, "community", STREET))) == 1
 
 
 def test_parents_in_the_same_batch_are_accepted_in_any_order(store: Store):
@@ -308,6 +359,9 @@ def test_filter_by_bbox_is_an_exact_intersects(populated: Store):
     assert codes_of(populated.get_units("street", bbox=(20.0, 10.0, 21.0, 11.0))) == [STREET2]
     assert codes_of(populated.get_units(bbox=(30, 30, 31, 31))) == []
     assert codes_of(populated.get_units("grid", bbox=(1, 1, 2, 2))) == [GRID]
+    # Degenerate boxes: a point and a vertical segment.
+    assert codes_of(populated.get_units("grid", bbox=(5.5, 0.5, 5.5, 0.5))) == ["110101001002001"]
+    assert codes_of(populated.get_units("grid", bbox=(8, 3, 8, 9))) == []
     with pytest.raises(InputError):
         populated.get_units(bbox=(2, 2, 1, 1))
     with pytest.raises(InputError):
@@ -613,7 +667,9 @@ def test_closed_store_refuses_work(store_url: str):
         store.count_units()
 
 
-def test_threads_share_one_store(store: Store):
+def test_threads_share_one_store(store_url: str, monkeypatch):
+    monkeypatch.setenv("GRIDMAP_DB_POOL_SIZE", "2")  # PostGIS: 6 threads must wait for 2 connections, not fail
+    store = open_store(store_url)
     store.put_units(units(*hierarchy()))
     results: list[int] = []
     failures: list[BaseException] = []
@@ -634,6 +690,7 @@ def test_threads_share_one_store(store: Store):
     assert failures == []
     assert len(results) == 30 and min(results) >= len(hierarchy())
     assert store.count_units()["street"] == 7
+    store.close()
 
 
 # -------------------------------------------------------------------------------------------- volume
@@ -643,6 +700,8 @@ def forty_thousand_units():
     """10 streets x 20 communities x 200 grids = 40,210 units, grids as 33-vertex polygons."""
     ring = np.linspace(0, 2 * np.pi, 33)[:-1]
     circle = np.column_stack([np.cos(ring), np.sin(ring)]) * 0.0004
+    g = np.arange(1, 201)
+    grid_offsets = np.column_stack([(g % 100) * 0.001 + 0.0005, (g // 100) * 0.0025 + 0.001])
     records = []
     for s in range(1, 11):
         street = f"110101{s:03d}"
@@ -652,10 +711,12 @@ def forty_thousand_units():
             community = f"{street}{c:03d}"
             y0 = 39.0 + c * 0.005
             records.append(unit(community, "community", street, box(x0, y0, x0 + 0.1, y0 + 0.005)))
-            for g in range(1, 201):
-                centre = (x0 + (g % 100) * 0.001 + 0.0005, y0 + (g // 100) * 0.0025 + 0.001)
-                records.append(unit(f"{community}{g:03d}", "grid", community, Polygon(circle + centre),
-                                    population=g, worker=f"网格员{g}", attributes={"g": g}))
+            grids = shapely.polygons(circle[None, :, :] + (grid_offsets + (x0, y0))[:, None, :])
+            records += [
+                {"code": f"{community}{n:03d}", "level": "grid", "parent_code": community, "geometry": geometry,
+                 "population": n, "worker": f"网格员{n}", "attributes": {"g": n}}
+                for n, geometry in zip(g.tolist(), grids)
+            ]
     return make_units(records)
 
 
