@@ -33,7 +33,7 @@ import pyogrio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
 
-from gridmap.crs import SourceCRS, _source_of, resolve_crs, transform_geometries
+from gridmap.crs import SourceCRS, source_crs_of, resolve_crs, transform_geometries
 from gridmap.errors import CRSError, InputError
 
 Progress = Callable[[int, int], None]
@@ -110,7 +110,7 @@ def convert_file(
     if not dst_path.parent.is_dir():
         raise InputError(f"cannot write {dst_path}: folder {dst_path.parent} does not exist")
     frame, xy_columns = _read(src_path, layer)
-    source = _source_of(frame, declared)
+    source = source_crs_of(frame, declared)
     report = progress or (lambda done, total: None)
     total = len(frame)
     report(0, total)

@@ -293,7 +293,7 @@ def to_storage_crs(gdf: gpd.GeoDataFrame, src=None) -> gpd.GeoDataFrame:
     ...
     gridmap.errors.CRSError: no CRS: the file declares none; pass --crs wgs84|cgcs2000|gcj02|bd09|EPSG:NNNN
     """
-    source = _source_of(gdf, src)
+    source = source_crs_of(gdf, src)
     moved = transform_geometries(gdf.geometry.array, source, WGS84)
     out = gdf.copy()
     out[gdf.geometry.name] = gpd.GeoSeries(moved, index=gdf.index, crs=STORAGE_CRS)
@@ -321,7 +321,7 @@ def metric_crs(lon: float, lat: float) -> pyproj.CRS:
     return _crs_of((32600 if lat >= 0 else 32700) + zone)
 
 
-def _source_of(gdf: gpd.GeoDataFrame, src) -> SourceCRS:
+def source_crs_of(gdf: gpd.GeoDataFrame, src) -> SourceCRS:
     """The system ``gdf``'s coordinates are in: ``src`` if given, else the file's own CRS."""
     if src is None and gdf.crs is None:
         raise CRSError("no CRS: the file declares none; pass --crs wgs84|cgcs2000|gcj02|bd09|EPSG:NNNN")
