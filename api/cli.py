@@ -53,6 +53,8 @@ def handles_errors(command):
             _fail(str(exc), EXIT_STORE)
         except StoreError as exc:  # refused writes (missing parent, duplicates) are bad input too
             _fail(str(exc), EXIT_BAD_INPUT)
+        except click.ClickException:
+            raise  # usage errors: click prints them with the command's usage line, exit 2
         except KeyboardInterrupt:
             _fail("interrupted; nothing was half-written", 130)
         except Exception as exc:
@@ -282,6 +284,7 @@ def export_command(target, level):
 @handles_errors
 def demo_command(directory):
     """Generate the demo street (示范街道), import it into the store, validate it and print a summary."""
+    from gridmap.crs import metric_crs
     from gridmap.demo import write_demo_street
     from gridmap.io import read_units
     from gridmap.validate import summarise, validate_units
@@ -302,7 +305,8 @@ def demo_command(directory):
     findings = validate_units(units)
     click.echo("validation: " + summarise(findings, limit=5).replace("\n", "\n  "))
     grids = units[units["level"] == "grid"]
-    area_ha = grids.to_crs(grids.estimate_utm_crs()).area / 10_000
+    centre = grids.union_all().centroid
+    area_ha = grids.to_crs(metric_crs(centre.x, centre.y)).area / 10_000
     click.echo(
         f"grids: {len(grids)}, {area_ha.min():.1f}-{area_ha.max():.1f} ha (median {area_ha.median():.1f}), "
         f"{grids['worker'].notna().sum()} with a responsible worker; done in {time.perf_counter() - started:.1f} s"

@@ -36,6 +36,19 @@ def test_every_command_has_help(run):
         assert result.exit_code == 0 and "Usage: main " + command in result.output
 
 
+def test_usage_errors_exit_2_with_usage(run, tmp_path):
+    for args in (("validate", tmp_path / "x.geojson"), ("locate", "120.18"), ("import", tmp_path, "--level", "town")):
+        result = run(*args)
+        assert result.exit_code == 2 and "Usage:" in result.output and "internal error" not in result.output
+
+
+def test_locate_refuses_impossible_coordinates(run, tmp_path):
+    points = tmp_path / "points.csv"
+    points.write_text("lon,lat\n120.18,30.26\n30.26,120.18\n")
+    run("demo", "--dir", tmp_path)
+    one_line_error(run("locate", "--input", points), "point 1", "lat=120.18")
+
+
 def test_beijing_import_and_validate(run, shared_data, tmp_path):
     result = run("import", shared_data / "boundaries" / "beijing-subdistricts", "--level", "street")
     assert result.exit_code == 0, result.output
