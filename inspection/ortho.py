@@ -1,0 +1,611 @@
+"""Orthomosaics: ingest a GeoTIFF or COG, describe it as a survey, read two surveys on one pixel grid.
+
+A drone survey arrives as one orthomosaic, often several gigapixels. Nothing here reads a whole one:
+
+* :func:`read_ortho_info` opens the header, one block (to catch truncated files) and a low-resolution
+  read of the validity mask (an overview when there is one) for the footprint;
+* :func:`tile_windows` and :func:`core_window` cut an image into overlapping tiles whose cores
+  partition it, so per-tile results stitch without double counting;
+* :class:`SurveyPair` warps only the requested window of each survey onto a common grid through GDAL's
+  warped VRT, so memory follows the window, never the mosaic.
+
+:func:`stac_item` turns an :class:`OrthoInfo` into a STAC 1.0 Item, the survey record the catalogue keeps.
+:func:`write_ortho` and :func:`write_large_synthetic_mosaic` write test and benchmark surveys.
+
+Validity ("mask") follows GDAL: an alpha band (WebODM), an internal mask (COG) or a nodata value; pixels a
+file does not cover are invalid after warping too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyproj
+import rasterio
+import rasterio.features
+import rasterio.shutil
+import shapely
+from affine import Affine
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import RasterioError
+from rasterio.io import MemoryFile
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+from shapely.geometry import box, mapping, shape
+
+from gridmap.crs import metric_crs
+from inspection.errors import RasterError
+
+# A street office covers a few km; at 1 cm per pixel that is a few hundred thousand pixels a side.
+# Anything wider is a corrupt header or a wrong file, and would make any grid built on it absurd.
+MAX_SIDE = 1_000_000
+# The footprint is traced on a mask read at most this many pixels a side: cheap even on a 100k x 100k
+# mosaic (GDAL serves it from an overview) and fine enough for a survey outline.
+FOOTPRINT_SIDE = 512
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+GEOTIFF_MEDIA_TYPE = "image/tiff; application=geotiff"
+STAC_VERSION = "1.0.0"
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v1.1.0/schema.json"
+# A projected CRS whose scale at the survey differs from 1 by more than this (Web Mercator: 1/cos(lat))
+# is not used as the pair grid: its "metres" are not ground metres.
+_MAX_SCALE_ERROR = 0.01
+_GEOD = pyproj.Geod(ellps="WGS84")
+_TIFF_DATETIME = "%Y:%m:%d %H:%M:%S"
+_BLOCK = 512
+
+
+@dataclass(frozen=True)
+class OrthoInfo:
+    """What :func:`read_ortho_info` learns about an orthomosaic without reading its pixels.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The file.
+    crs : str
+        Its CRS, ``"EPSG:NNNN"`` when it has an EPSG code, else WKT.
+    width, height, count : int
+        Size in pixels and number of bands (4 when an alpha band follows RGB).
+    dtype : str
+        Pixel type, e.g. ``"uint8"``.
+    resolution_m : float
+        Ground metres per pixel at the image centre, measured on the WGS84 ellipsoid (geometric mean of
+        the pixel's width and height). Equal to the nominal pixel size, within the projection's scale
+        error, for UTM or Gauss-Kruger; for Web Mercator (EPSG:3857) it is about the nominal size times
+        cos(latitude), since Mercator "metres" are true metres only on the equator; for a geographic CRS
+        it converts degrees to metres.
+    transform : affine.Affine
+        Pixel to CRS coordinates.
+    nodata : float or None
+        The nodata value, if the file declares one.
+    has_alpha : bool
+        Whether validity comes from an alpha band.
+    has_mask : bool
+        Whether the file says which pixels are valid at all (alpha band, internal mask or nodata).
+    bounds : tuple of float
+        (left, bottom, right, top) in ``crs``.
+    footprint : shapely.Polygon or shapely.MultiPolygon
+        Where the valid pixels are, in EPSG:4326, traced on a low-resolution mask (at most
+        :data:`FOOTPRINT_SIDE` pixels a side) and simplified by one of its pixels, so it may be off by
+        that much (``footprint_tolerance`` native units). The whole image when every pixel is valid.
+    footprint_tolerance : float
+        That tolerance, in units of ``crs``.
+    is_cog : bool
+        Tiled with overviews: readable by window and by zoom level without reading the rest. The IFD
+        order a strict COG validator checks is not verified.
+    overviews : list of int
+        Overview decimation factors, e.g. ``[2, 4, 8]``.
+    datetime : datetime.datetime or None
+        From ``TIFFTAG_DATETIME``, read as UTC (the tag has no zone), or None when absent or malformed.
+        Writers usually put the processing time there, not the flight time.
+    """
+
+    path: Path
+    crs: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    resolution_m: float
+    transform: Affine
+    nodata: float | None
+    has_alpha: bool
+    has_mask: bool
+    bounds: tuple[float, float, float, float]
+    footprint: shapely.Polygon | shapely.MultiPolygon
+    footprint_tolerance: float
+    is_cog: bool
+    overviews: list[int]
+    datetime: dt.datetime | None
+
+
+def read_ortho_info(path: str | os.PathLike) -> OrthoInfo:
+    """Describe the orthomosaic at ``path``, reading only its header, one block and a small mask.
+
+    Raises
+    ------
+    RasterError
+        With a one-line reason: the file is missing, not a raster or truncated, has no CRS or no
+        georeference, has fewer than 3 bands, or is absurdly large (over :data:`MAX_SIDE` pixels a side).
+
+    Examples
+    --------
+    >>> read_ortho_info("no/such.tif")
+    Traceback (most recent call last):
+    ...
+    inspection.errors.RasterError: no/such.tif: no such file
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RasterError(f"{path}: no such file")
+    try:
+        with rasterio.open(path) as ds:
+            _check_usable(path, ds)
+            # GDAL opens a file on its header alone; reading the last block catches a truncated one.
+            ds.read(1, window=ds.block_window(1, *(n - 1 for n in _block_counts(ds))))
+            footprint, tolerance = _footprint(ds)
+            flags = ds.mask_flag_enums[0]
+            return OrthoInfo(
+                path=path,
+                crs=ds.crs.to_string(),
+                width=ds.width,
+                height=ds.height,
+                count=ds.count,
+                dtype=ds.dtypes[0],
+                resolution_m=_ground_resolution(ds.crs, ds.transform, ds.width, ds.height),
+                transform=ds.transform,
+                nodata=ds.nodata,
+                has_alpha=ColorInterp.alpha in ds.colorinterp,
+                has_mask=MaskFlags.all_valid not in flags,
+                bounds=tuple(ds.bounds),
+                footprint=footprint,
+                footprint_tolerance=tolerance,
+                is_cog=bool(ds.profile.get("tiled")) and bool(ds.overviews(1)),
+                overviews=ds.overviews(1),
+                datetime=_tiff_datetime(ds.tags().get("TIFFTAG_DATETIME")),
+            )
+    except RasterioError as error:
+        raise RasterError(f"{path}: not a readable raster or truncated ({_first_line(error)})") from error
+
+
+def stac_item(info: OrthoInfo, *, survey_id: str, datetime: dt.datetime | None = None, href: str | None = None) -> dict:
+    """A STAC 1.0 Item for the survey ``info`` describes, with the projection extension.
+
+    Parameters
+    ----------
+    info : OrthoInfo
+        The orthomosaic.
+    survey_id : str
+        The Item id.
+    datetime : datetime.datetime, optional
+        Acquisition time; defaults to ``info.datetime``. A naive time is taken as UTC.
+    href : str, optional
+        Where the image asset lives (e.g. an S3 URL); defaults to the local path.
+
+    Raises
+    ------
+    RasterError
+        When there is no time at all: STAC requires one.
+    """
+    when = datetime or info.datetime
+    if when is None:
+        raise RasterError(f"{info.path}: no TIFFTAG_DATETIME; pass the survey's datetime")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    crs = pyproj.CRS.from_user_input(info.crs)
+    epsg = crs.to_epsg()
+    projection = {
+        "proj:epsg": epsg,
+        "proj:shape": [info.height, info.width],
+        "proj:transform": list(info.transform)[:6],
+        "proj:bbox": list(info.bounds),
+    }
+    if epsg is None:
+        projection["proj:wkt2"] = crs.to_wkt()
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [PROJECTION_EXTENSION],
+        "id": survey_id,
+        # mapping() gives tuples; lists make the Item compare equal to its own JSON round trip.
+        "geometry": _lists(mapping(info.footprint)),
+        "bbox": list(info.footprint.bounds),
+        "properties": {
+            "datetime": when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "gsd": info.resolution_m,
+            **projection,
+        },
+        "links": [],
+        "assets": {
+            "image": {
+                "href": href or str(info.path),
+                "type": COG_MEDIA_TYPE if info.is_cog else GEOTIFF_MEDIA_TYPE,
+                "title": "orthomosaic",
+                "roles": ["data"],
+            }
+        },
+    }
+
+
+def tile_windows(width: int, height: int, *, size: int = 1024, overlap: int = 64) -> list[Window]:
+    """Overlapping tiles covering a ``width`` x ``height`` image, row by row from the top left.
+
+    The image is cut into ``size`` x ``size`` cores (smaller at the right and bottom edges); each tile is
+    its core grown by ``overlap`` pixels on every side, clipped to the image, so a detector sees context
+    across core edges. :func:`core_window` gives a tile's core back: keep results from cores only and
+    every pixel is counted once.
+
+    Examples
+    --------
+    >>> [(w.col_off, w.row_off, w.width, w.height) for w in tile_windows(1500, 1000, size=1024, overlap=64)]
+    [(0, 0, 1088, 1000), (960, 0, 540, 1000)]
+    """
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need size > overlap >= 0, got size={size}, overlap={overlap}")
+    windows = []
+    for row in range(0, height, size):
+        for col in range(0, width, size):
+            col0, row0 = max(col - overlap, 0), max(row - overlap, 0)
+            col1, row1 = min(col + size + overlap, width), min(row + size + overlap, height)
+            windows.append(Window(col0, row0, col1 - col0, row1 - row0))
+    return windows
+
+
+def core_window(window: Window, width: int, height: int, *, size: int = 1024, overlap: int = 64) -> Window:
+    """The core of a tile from :func:`tile_windows` (same ``width``, ``height``, ``size``, ``overlap``).
+
+    In image coordinates; the core's place inside the tile's array is
+    ``core.row_off - window.row_off``, ``core.col_off - window.col_off``.
+
+    Examples
+    --------
+    >>> tiles = tile_windows(1500, 1000, size=1024, overlap=64)
+    >>> [(c.col_off, c.width) for c in (core_window(t, 1500, 1000, size=1024, overlap=64) for t in tiles)]
+    [(0, 1024), (1024, 476)]
+    """
+    # Only the first core of a row or column starts at 0; every other tile starts overlap before its
+    # core, since cores start at multiples of size > overlap.
+    col = 0 if window.col_off == 0 else int(window.col_off) + overlap
+    row = 0 if window.row_off == 0 else int(window.row_off) + overlap
+    return Window(col, row, min(col + size, width) - col, min(row + size, height) - row)
+
+
+class SurveyPair:
+    """Two surveys of one area, read window by window on one pixel grid.
+
+    The grid covers the overlap of the two footprints (its bounding box, snapped outward onto the before
+    survey's pixel edges when in its CRS, else onto multiples of the resolution), in the before survey's CRS when that
+    is projected with true metres at the survey (UTM, Gauss-Kruger), else in
+    :func:`gridmap.crs.metric_crs` of the overlap's centre (CGCS2000 Gauss-Kruger in China).
+
+    Each :meth:`read` opens both files afresh and warps only the requested window, so a pair holds no
+    file handles, can be sent to worker processes, and needs memory in proportion to the window.
+
+    Parameters
+    ----------
+    before, after : path-like
+        8-bit RGB(A) orthomosaics.
+    resolution : float, optional
+        Grid pixel size in metres of the grid CRS; default the coarser of the two surveys' pixels measured
+        in that CRS at their centres, so neither is upsampled (and two surveys in the grid's CRS with the
+        same pixel size keep it exactly).
+
+    Attributes
+    ----------
+    before, after : OrthoInfo
+    crs : str
+        The grid's CRS, e.g. ``"EPSG:32650"``.
+    transform : affine.Affine
+    shape : tuple of int
+        (height, width) of the grid.
+    resolution : float
+
+    Raises
+    ------
+    RasterError
+        When either file is unusable (see :func:`read_ortho_info`), is not 8-bit, or the footprints do
+        not overlap.
+    """
+
+    def __init__(self, before: str | os.PathLike, after: str | os.PathLike, *, resolution: float | None = None):
+        self.before = read_ortho_info(before)
+        self.after = read_ortho_info(after)
+        for info in (self.before, self.after):
+            if info.dtype != "uint8":
+                raise RasterError(
+                    f"{info.path}: {info.dtype} pixels; convert to 8-bit (gdal_translate -ot Byte -scale)"
+                )
+        overlap = self.before.footprint.intersection(self.after.footprint)
+        if overlap.area == 0:
+            raise RasterError(
+                f"surveys do not overlap: before covers {_lonlat_box(self.before.footprint)}, "
+                f"after covers {_lonlat_box(self.after.footprint)}"
+            )
+        crs = _grid_crs(self.before, overlap.centroid)
+        self.crs = crs.to_string()
+        native = self.crs == self.before.crs
+        self.resolution = float(resolution or max(_pixel_size_in(info, crs) for info in (self.before, self.after)))
+        to_grid = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        left, bottom, right, top = shapely.transform(overlap, to_grid.transform, interleaved=False).bounds
+        # Snapped outward onto the before survey's own pixel edges when the grid is in its CRS, so that at
+        # its resolution the before image is read as is, not resampled half a pixel off.
+        x0, y0 = (self.before.transform.c, self.before.transform.f) if native else (0.0, 0.0)
+        res = self.resolution
+        left, right = x0 + math.floor((left - x0) / res) * res, x0 + math.ceil((right - x0) / res) * res
+        bottom, top = y0 + math.floor((bottom - y0) / res) * res, y0 + math.ceil((top - y0) / res) * res
+        self.transform = Affine(res, 0.0, left, 0.0, -res, top)
+        self.shape = (round((top - bottom) / res), round((right - left) / res))
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both surveys over ``window`` of the grid, bilinearly resampled.
+
+        Returns
+        -------
+        before, after : numpy.ndarray
+            uint8, shape (h, w, 3).
+        valid : numpy.ndarray
+            bool, shape (h, w): True where both surveys have data.
+        """
+        height, width = self.shape
+        inside = 0 <= window.col_off and window.col_off + window.width <= width
+        if not (inside and 0 <= window.row_off and window.row_off + window.height <= height):
+            raise ValueError(f"window {window} is outside the {width} x {height} grid")
+        before, before_valid = self._warp(self.before, window)
+        after, after_valid = self._warp(self.after, window)
+        return before, after, before_valid & after_valid
+
+    def _warp(self, info: OrthoInfo, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        height, width = self.shape
+        with rasterio.open(info.path) as src:
+            # Without an alpha band of its own the VRT gets one, so pixels the file does not cover (and
+            # those its mask or nodata value exclude) come out invalid rather than black.
+            with WarpedVRT(
+                src,
+                crs=self.crs,
+                transform=self.transform,
+                width=width,
+                height=height,
+                resampling=Resampling.bilinear,
+                add_alpha=not info.has_alpha,
+            ) as vrt:
+                rgb = vrt.read(indexes=[1, 2, 3], window=window)
+                valid = vrt.dataset_mask(window=window) > 0
+        return np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), valid
+
+
+def write_ortho(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    transform: Affine,
+    crs,
+    *,
+    cog: bool = True,
+    nodata_mask: np.ndarray | None = None,
+    datetime: dt.datetime | None = None,
+    compress: str = "deflate",
+) -> Path:
+    """Write an RGB orthomosaic: a COG (512-pixel tiles, overviews) or a plain striped GeoTIFF.
+
+    Parameters
+    ----------
+    path : path-like
+    rgb : numpy.ndarray
+        uint8, shape (height, width, 3).
+    transform : affine.Affine
+    crs : anything rasterio accepts, e.g. ``"EPSG:32650"``
+    cog : bool
+        Cloud Optimized GeoTIFF (tiled, with overviews) or a striped GeoTIFF without overviews.
+    nodata_mask : numpy.ndarray, optional
+        bool, shape (height, width), True where there is no data; written as an internal mask.
+    datetime : datetime.datetime, optional
+        Written as ``TIFFTAG_DATETIME`` (in UTC when aware).
+    compress : str
+        ``"deflate"`` (lossless) or ``"jpeg"`` (what drone pipelines ship; lossy).
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be uint8 (height, width, 3), got {rgb.dtype} {rgb.shape}")
+    height, width = rgb.shape[:2]
+    profile = _profile(width, height, transform, crs, compress)
+    path = Path(path)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), MemoryFile() as memory:
+        with memory.open(**profile, tiled=True, blockxsize=_BLOCK, blockysize=_BLOCK) as dst:
+            dst.write(np.moveaxis(rgb, -1, 0))
+            if nodata_mask is not None:
+                dst.write_mask(np.where(nodata_mask, 0, 255).astype(np.uint8))
+            if datetime is not None:
+                dst.update_tags(TIFFTAG_DATETIME=_tiff_datetime_text(datetime))
+        with memory.open() as src:
+            _copy(src, path, cog=cog, compress=compress)
+    return path
+
+
+def write_large_synthetic_mosaic(
+    path: str | os.PathLike,
+    size: int = 20000,
+    *,
+    crs="EPSG:32650",
+    origin: tuple[float, float] = (448000.0, 4420000.0),
+    resolution: float = 0.05,
+    border: int = 0,
+) -> Path:
+    """Write a ``size`` x ``size`` RGB COG block by block, never holding more than one block in memory.
+
+    For memory benchmarks. The default is a 1 km square at 5 cm in Beijing (UTM 50N). Pixel values are
+    :func:`synthetic_pattern` of the pixel's column and row, so reads can be checked anywhere; a
+    ``border`` pixels wide frame is masked as no data, to give the mosaic a footprint.
+    """
+    path = Path(path)
+    transform = Affine(resolution, 0.0, origin[0], 0.0, -resolution, origin[1])
+    profile = _profile(size, size, transform, crs, "deflate")
+    staging = path.with_name(path.name + ".staging.tif")
+    try:
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+            # zlevel 1: the pattern compresses well anyway and the benchmark wants a fast writer.
+            tiling = {"tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK}
+            with rasterio.open(staging, "w", **profile, **tiling, zlevel=1) as dst:
+                for row in range(0, size, _BLOCK):
+                    for col in range(0, size, _BLOCK):
+                        window = Window(col, row, min(_BLOCK, size - col), min(_BLOCK, size - row))
+                        dst.write(synthetic_pattern(window), window=window)
+                        if border:
+                            dst.write_mask(_border_mask(window, size, border), window=window)
+            with rasterio.open(staging) as src:
+                _copy(src, path, cog=True, compress="deflate")
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+def synthetic_pattern(window: Window) -> np.ndarray:
+    """The pixels :func:`write_large_synthetic_mosaic` writes over ``window``, shape (3, h, w) uint8.
+
+    Red follows the column and green the row (each stepping every 16 pixels), blue changes every 256
+    pixels both ways: any window reads back as a unique, checkable image.
+
+    Examples
+    --------
+    >>> synthetic_pattern(Window(256, 32, 2, 1))[:, 0, 0].tolist()
+    [16, 2, 37]
+    """
+    rows = np.arange(window.row_off, window.row_off + window.height, dtype=np.int64)[:, None]
+    cols = np.arange(window.col_off, window.col_off + window.width, dtype=np.int64)[None, :]
+    red = np.broadcast_to((cols >> 4) & 255, (rows.size, cols.size))
+    green = np.broadcast_to((rows >> 4) & 255, (rows.size, cols.size))
+    blue = (((cols >> 8) ^ (rows >> 8)) * 37) & 255
+    return np.stack([red, green, blue]).astype(np.uint8)
+
+
+def _check_usable(path: Path, ds) -> None:
+    if ds.width > MAX_SIDE or ds.height > MAX_SIDE:
+        raise RasterError(f"{path}: {ds.width} x {ds.height} pixels is absurd for a survey (max {MAX_SIDE} a side)")
+    if ds.transform.is_identity:
+        hint = "only GCPs; warp it with gdalwarp" if ds.gcps[0] else "no geotransform"
+        raise RasterError(f"{path}: has no georeference ({hint})")
+    if ds.crs is None:
+        raise RasterError(f"{path}: has no CRS; assign one with gdal_edit -a_srs")
+    if ds.count < 3:
+        raise RasterError(f"{path}: has {ds.count} band(s); an orthomosaic needs RGB")
+
+
+def _block_counts(ds) -> tuple[int, int]:
+    block_height, block_width = ds.block_shapes[0]
+    return -(-ds.height // block_height), -(-ds.width // block_width)
+
+
+def _footprint(ds) -> tuple[shapely.Polygon | shapely.MultiPolygon, float]:
+    factor = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIDE))
+    out_shape = (-(-ds.height // factor), -(-ds.width // factor))
+    # A decimated read: GDAL takes it from the nearest overview, so a huge mosaic costs a small read.
+    valid = ds.dataset_mask(out_shape=out_shape) > 0
+    transform = ds.transform @ Affine.scale(ds.width / out_shape[1], ds.height / out_shape[0])
+    tolerance = math.hypot(transform.a, transform.d)
+    if valid.all():
+        native = box(*ds.bounds)
+    else:
+        polygons = [
+            shape(geom)
+            for geom, _ in rasterio.features.shapes(valid.astype(np.uint8), mask=valid, transform=transform)
+        ]
+        native = shapely.union_all(polygons).simplify(tolerance)
+    # Vertices every few low-resolution pixels so straight native edges bend as they should in degrees.
+    native = shapely.segmentize(native, 8 * tolerance)
+    to_wgs84 = pyproj.Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+    return shapely.make_valid(shapely.transform(native, to_wgs84.transform, interleaved=False)), tolerance
+
+
+def _ground_resolution(crs, transform: Affine, width: int, height: int) -> float:
+    # One pixel's width and height at the centre, as geodesic distances: the same rule for UTM,
+    # Gauss-Kruger, Web Mercator and degrees.
+    col, row = width / 2, height / 2
+    xs, ys = zip(*(transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))))
+    lons, lats = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
+    _, _, down = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
+    return math.sqrt(across * down)
+
+
+def _pixel_size_in(info: OrthoInfo, crs: pyproj.CRS) -> float:
+    # The centre pixel's width and height in the grid CRS: its nominal size when that is the file's own.
+    col, row = info.width / 2, info.height / 2
+    xs, ys = zip(*(info.transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))))
+    xs, ys = pyproj.Transformer.from_crs(info.crs, crs, always_xy=True).transform(xs, ys)
+    return math.sqrt(math.hypot(xs[1] - xs[0], ys[1] - ys[0]) * math.hypot(xs[2] - xs[0], ys[2] - ys[0]))
+
+
+def _grid_crs(before: OrthoInfo, centre: shapely.Point) -> pyproj.CRS:
+    crs = pyproj.CRS.from_user_input(before.crs)
+    if crs.is_projected and crs.axis_info[0].unit_name == "metre":
+        nominal = math.sqrt(abs(before.transform.determinant))
+        if abs(nominal / before.resolution_m - 1) <= _MAX_SCALE_ERROR:
+            return crs
+    return metric_crs(centre.x, centre.y)
+
+
+def _profile(width: int, height: int, transform: Affine, crs, compress: str) -> dict:
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": 3,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "compress": compress,
+    }
+    if compress == "jpeg":
+        profile["photometric"] = "ycbcr"
+    return profile
+
+
+def _copy(src, path: Path, *, cog: bool, compress: str) -> None:
+    # GDAL's COG driver orders overviews before full-resolution tiles, the layout range readers expect,
+    # and carries the internal mask and tags across.
+    if cog:
+        rasterio.shutil.copy(
+            src, path, driver="COG", compress=compress.upper(), blocksize=_BLOCK, overview_resampling="average"
+        )
+    else:
+        rasterio.shutil.copy(src, path, driver="GTiff", compress=compress)
+
+
+def _border_mask(window: Window, size: int, border: int) -> np.ndarray:
+    rows = np.arange(window.row_off, window.row_off + window.height)[:, None]
+    cols = np.arange(window.col_off, window.col_off + window.width)[None, :]
+    inside = (rows >= border) & (rows < size - border) & (cols >= border) & (cols < size - border)
+    return np.where(inside, 255, 0).astype(np.uint8)
+
+
+def _tiff_datetime(text: str | None) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(text.strip(), _TIFF_DATETIME).replace(tzinfo=dt.timezone.utc)
+    except (AttributeError, ValueError):
+        return None
+
+
+def _tiff_datetime_text(when: dt.datetime) -> str:
+    if when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc)
+    return when.strftime(_TIFF_DATETIME)
+
+
+def _lonlat_box(geometry) -> str:
+    return "({:.6f}, {:.6f}, {:.6f}, {:.6f})".format(*geometry.bounds)
+
+
+def _lists(value):
+    if isinstance(value, (tuple, list)):
+        return [_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _lists(item) for key, item in value.items()}
+    return value
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
