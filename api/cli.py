@@ -17,11 +17,13 @@ from pathlib import Path
 import click
 import numpy as np
 import pandas as pd
+import shapely
 from tqdm import tqdm
 
 from api.settings import Settings, SettingsError
 from gridmap.codes import LEVELS
 from gridmap.errors import GridmapError
+from inspection.errors import InspectionError
 from storage.errors import StoreConfigError, StoreError
 
 EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_STORE, EXIT_INTERNAL = 1, 2, 3, 70
@@ -47,7 +49,7 @@ def handles_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (GridmapError, SettingsError) as exc:
+        except (GridmapError, InspectionError, SettingsError) as exc:
             _fail(str(exc), EXIT_BAD_INPUT)
         except StoreConfigError as exc:
             _fail(str(exc), EXIT_STORE)
@@ -317,3 +319,64 @@ def demo_command(directory):
 def _sample_point(grids) -> str:
     point = grids.geometry.iloc[0].representative_point()
     return f"{point.x:.6f} {point.y:.6f}"
+
+
+@main.command("change-mask")
+@click.argument("before", type=click.Path(path_type=Path))
+@click.argument("after", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True, help="The mask PNG to write (0/255).")
+@click.option("--detector", default="default", show_default=True, help="A detector name (see change-eval --help).")
+@handles_errors
+def change_mask_command(before, after, output, detector):
+    """Write a 0/255 PNG, the size of the inputs, marking what changed from BEFORE to AFTER."""
+    from inspection.change import write_change_mask
+
+    result = write_change_mask(before, after, output, detector=detector)
+    click.echo(f"{output}: {result.mask.mean():.1%} of pixels changed ({detector})")
+
+
+@main.command("change-eval")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--detector", "detectors", multiple=True, default=("baseline", "default"), show_default=True,
+              help="Detectors to score, repeatable; all run on the same pairs in the same run.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write the figures as CSV.")
+@handles_errors
+def change_eval_command(root, detectors, output):
+    """Score detectors on ROOT laid out as SET/A, SET/B, SET/label (255 = changed): per set and pooled.
+
+    Pixel precision, recall, F1 and IoU of the changed class; object precision and recall, where a region
+    counts as found when a predicted region overlaps it with IoU >= 0.3.
+    """
+    from inspection.change import DETECTORS
+    from inspection.evaluate import evaluate_folder, format_report
+
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise click.BadParameter(f"unknown detector {unknown[0]!r}; known: {', '.join(sorted(DETECTORS))}")
+    figures = evaluate_folder(root, detectors=detectors)
+    click.echo(format_report(figures))
+    if output:
+        figures.to_csv(output, index=False)
+
+
+@main.command("ortho-info")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--stac", type=click.Path(path_type=Path), default=None, help="Also write a STAC Item (JSON).")
+@click.option("--survey-id", default=None, help="STAC Item id (default: the file name).")
+@click.option("--datetime", "when", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"]),
+              default=None, help="Survey time (UTC) when the file carries no TIFFTAG_DATETIME.")
+@handles_errors
+def ortho_info_command(path, stac, survey_id, when):
+    """Describe an orthomosaic GeoTIFF/COG: CRS, resolution, nodata, footprint, overviews."""
+    from inspection.ortho import read_ortho_info, stac_item
+
+    info = read_ortho_info(path)
+    click.echo(
+        f"{path.name}: {info.width}x{info.height}x{info.count} {info.dtype}, {info.crs}, {info.resolution_m:.3f} m/px, "
+        f"nodata={info.nodata}, {'COG' if info.is_cog else 'not a COG'} (overviews {info.overviews or 'none'}), "
+        f"footprint {info.footprint.area / shapely.box(*info.footprint.bounds).area:.0%} of its bounds"
+    )
+    if stac:
+        item = stac_item(info, survey_id=survey_id or path.stem, datetime=when, href=str(path))
+        stac.write_text(json.dumps(item, ensure_ascii=False, indent=2))
+        click.echo(f"wrote STAC Item {item['id']} to {stac}")

@@ -190,3 +190,41 @@ def test_beijing_import_into_postgis(postgis_url, shared_data, run):
     assert stored_counts(postgis_url)["street"] == 343
     result = run("validate", url=postgis_url)
     assert result.exit_code == 0 and "文景街道" in result.output
+
+
+def test_change_mask_writes_a_binary_png_of_the_input_size(run, shared_data, tmp_path):
+    import cv2
+
+    pair = shared_data / "changes" / "levir-256"
+    name = sorted(p.name for p in (pair / "A").iterdir())[0]
+    result = run("change-mask", pair / "A" / name, pair / "B" / name, "-o", tmp_path / "mask.png", "--detector", "baseline")
+    assert result.exit_code == 0, result.output
+    mask = cv2.imread(str(tmp_path / "mask.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == cv2.imread(str(pair / "A" / name)).shape[:2]
+    assert set(np.unique(mask)) <= {0, 255}
+    big = next((shared_data / "changes" / "whu-1024" / "A").iterdir())
+    one_line_error(run("change-mask", pair / "A" / name, big, "-o", tmp_path / "x.png"))
+    one_line_error(run("change-mask", pair / "A" / name, pair / "B" / name, "-o", tmp_path / "y.png", "--detector", "magic"),
+                   "magic")
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+
+def test_change_eval_scores_per_set_and_pooled(run, shared_data, tmp_path):
+    result = run("change-eval", shared_data / "changes", "-o", tmp_path / "figures.csv")
+    assert result.exit_code == 0, result.output
+    figures = __import__("pandas").read_csv(tmp_path / "figures.csv")
+    assert set(figures["set"]) == {"levir-256", "dsifn-256", "whu-1024", "pooled"}
+    pooled = figures[figures["set"] == "pooled"].set_index("detector")
+    assert pooled.loc["baseline", "pairs"] == 17
+    assert pooled.loc["default", "pixel_f1"] > pooled.loc["baseline", "pixel_f1"]
+
+
+def test_ortho_info_and_stac(run, shared_data, tmp_path):
+    cog = shared_data / "drone" / "orthophotos" / "rasterio-cogeo.tif"
+    result = run("ortho-info", cog, "--stac", tmp_path / "item.json", "--datetime", "2026-11-20")
+    assert result.exit_code == 0, result.output
+    assert "EPSG:3857" in result.output and "COG" in result.output
+    item = json.loads((tmp_path / "item.json").read_text())
+    assert item["properties"]["datetime"] == "2026-11-20T00:00:00Z"
+    (tmp_path / "fake.tif").write_text("not a tiff")
+    one_line_error(run("ortho-info", tmp_path / "fake.tif"), "fake.tif")
