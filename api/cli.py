@@ -380,3 +380,41 @@ def ortho_info_command(path, stac, survey_id, when):
         item = stac_item(info, survey_id=survey_id or path.stem, datetime=when, href=str(path))
         stac.write_text(json.dumps(item, ensure_ascii=False, indent=2))
         click.echo(f"wrote STAC Item {item['id']} to {stac}")
+
+
+@main.command("photos")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--area", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Survey area (any polygon file); photos farther than --max-distance from it are rejected.")
+@click.option("--max-distance", default=500.0, show_default=True, help="Metres a photo may lie outside the area.")
+@click.option("--height", type=float, default=None, help="Flight height above ground (m) for photos without DJI XMP.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write every photo's row as GeoJSON.")
+@handles_errors
+def photos_command(paths, area, max_distance, height, output):
+    """Check drone photos (files or folders): position, footprint, grid; rejects with a reason, never stops.
+
+    Photos are located to the grids stored in the store, when it holds any.
+    """
+    import geopandas as gpd
+
+    from gridmap.io import write_frame
+    from gridmap.locate import UnitLocator
+    from inspection.photos import check_photos
+
+    files = [p for path in paths for p in (sorted(f for f in path.iterdir() if f.is_file()) if path.is_dir() else [path])]
+    with _open_store(_settings()) as store:
+        units = store.get_units()
+    units = units[units["level"] != "building"]
+    locator = UnitLocator(units) if not units.empty else None
+    survey_area = gpd.read_file(area).to_crs(4326).union_all() if area else None
+    with _Progress("checking photos") as progress:
+        report = check_photos(files, area=survey_area, max_distance_m=max_distance, height_m=height,
+                              locator=locator, progress=progress)
+    accepted = report["status"] == "accepted"
+    click.echo(f"{int(accepted.sum())} of {len(report)} photos accepted")
+    for row in report[~accepted].itertuples():
+        click.echo(f"rejected {Path(row.path).name}: {row.reason}")
+    if output:
+        columns = [c for c in report.columns if report[c].map(lambda v: isinstance(v, (dict, list))).sum() == 0]
+        write_frame(report[columns].astype({"taken_at": str}, errors="ignore"), output)
+        click.echo(f"wrote {len(report)} rows to {output}")

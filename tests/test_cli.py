@@ -228,3 +228,14 @@ def test_ortho_info_and_stac(run, shared_data, tmp_path):
     assert item["properties"]["datetime"] == "2026-11-20T00:00:00Z"
     (tmp_path / "fake.tif").write_text("not a tiff")
     one_line_error(run("ortho-info", tmp_path / "fake.tif"), "fake.tif")
+
+
+def test_photos_batch_keeps_good_frames_and_gives_reasons(run, shared_data, tmp_path):
+    toledo = shared_data / "drone" / "odm-toledo-2015"
+    result = run("photos", toledo, "--height", "120", "-o", tmp_path / "photos.geojson")
+    assert result.exit_code == 0, result.output
+    assert "20 of 21 photos accepted" in result.output
+    assert "rejected gcp_list.txt: not an image" in result.output
+    rows = gpd.read_file(tmp_path / "photos.geojson")
+    accepted = rows[rows["status"] == "accepted"]
+    assert len(accepted) == 20 and accepted.geometry.notna().all()
