@@ -1,0 +1,557 @@
+"""The change-inspection pipeline: two orthomosaics in, located candidates of illegal construction out.
+
+Stages, in order, each writing under ``workdir/<pair-id>/<stage>/`` (ODM-style):
+
+``ingest``
+    :func:`inspection.ortho.read_ortho_info` of both surveys, kept as STAC Items.
+``check``
+    The common pixel grid of the pair (:class:`inspection.ortho.SurveyPair`); fails early on surveys that
+    do not overlap or cannot be read.
+``align``
+    One global shift of the after survey: the median of :func:`inspection.change.coregister` on a few
+    tiles spread over the grid (read at full resolution, as Dask tasks). Drone mosaics of one area are
+    off by a near-constant sub-metre to metre translation, which sampled tiles estimate as well as the
+    whole image.
+``detect``
+    One Dask task per tile: read both surveys over the tile (with overlap), shift the after survey,
+    run the detector, cut the thin parts off the mask and vectorise the tile's core into pieces in global
+    pixel coordinates. Each task writes its core mask (PNG) and pieces (NPZ); tasks get paths and windows,
+    never pixels, so a worker's memory follows the tile size whatever the mosaic size.
+``vectorise``
+    Pieces touching across core borders are merged, small regions dropped, ids assigned
+    (:mod:`inspection.candidates`); then colour-steel flags and before/after chips, again as Dask tasks
+    reading only each candidate's neighbourhood.
+``match``
+    Against the registered building layer (:func:`inspection.candidates.match_buildings`).
+``locate``
+    Street, community, grid, courtyard and worker of each candidate; writes the final
+    ``workdir/<pair-id>/candidates.geojson``.
+
+A stage records its parameters (including its inputs' fingerprints and the upstream stage's) in
+``params.json`` and its completion in ``done.json``; a completed stage with the same parameters is
+skipped, so running the pipeline again reads the final file and writes nothing. A stage started with
+other parameters is cleared and redone, and so is everything after it. An interrupted ``detect`` resumes:
+tiles already written are not computed again. No cluster is started unless a stage needs one.
+
+The pair id is a hash of the two files' sizes, first and last 64 KiB and grids, so it survives copying
+the files elsewhere; candidate ids hash it with each outline (:func:`inspection.candidates.candidate_ids`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.windows import Window
+
+from inspection import candidates as cand
+from inspection.change import coregister, get_detector
+from inspection.errors import InspectionError, RasterError
+from inspection.ortho import SurveyPair, core_window, read_ortho_info, stac_item, tile_windows
+
+Progress = Callable[[str, int, int], None]
+STAGES: tuple[str, ...] = ("ingest", "check", "align", "detect", "vectorise", "match", "locate")
+FINAL_NAME = "candidates.geojson"
+# Tiles sampled for the global shift, and their side: five 512 px tiles (centre and the four quadrant
+# centres) are a few megapixels whatever the mosaic size, and the median ignores one that falls on a
+# changed or featureless area.
+ALIGN_SAMPLES = 5
+ALIGN_SIDE = 512
+# Candidates per chip task: enough to amortise a task, few enough to spread over workers.
+CHIP_BATCH = 32
+CHIP_PAD = 8
+CHIP_SIZE = 256
+# Bytes hashed at each end of a survey file for the pair id: covers the TIFF header and tile offsets.
+_ID_BYTES = 65536
+_DEFAULT_WORKERS = 2
+
+
+def run_pipeline(
+    before: str | os.PathLike,
+    after: str | os.PathLike,
+    *,
+    workdir: str | os.PathLike,
+    buildings: gpd.GeoDataFrame | None = None,
+    units: gpd.GeoDataFrame | None = None,
+    detector: str = "default",
+    tile_size: int = 1024,
+    overlap: int = 64,
+    min_area_m2: float = 4.0,
+    min_width_m: float = 1.0,
+    covered_fraction: float = 0.6,
+    scheduler: str | None = None,
+    client=None,
+    n_workers: int = _DEFAULT_WORKERS,
+    progress: Progress | None = None,
+) -> gpd.GeoDataFrame:
+    """Find candidates of new construction between two surveys; idempotent, see the module docstring.
+
+    Parameters
+    ----------
+    before, after : path-like
+        Orthomosaics (GeoTIFF/COG, 8-bit RGB) of the same area at two dates.
+    workdir : path-like
+        Where stage outputs go, under ``<pair-id>/``. With a remote ``scheduler`` it must be a path the
+        workers see too (a shared file system), since workers write their tiles and chips there.
+    buildings : GeoDataFrame, optional
+        Registered building footprints; without them every candidate is ``"new"``.
+    units : GeoDataFrame, optional
+        A unit table (:mod:`gridmap.units`) to locate candidates in; without it the unit columns are None.
+    detector : str
+        Name for :func:`inspection.change.get_detector`.
+    tile_size, overlap : int
+        Tile core side and the context added around it, in pixels.
+    min_area_m2, min_width_m : float
+        Candidates smaller, and mask parts thinner, are dropped (:func:`inspection.candidates.vectorise`).
+    covered_fraction : float
+        See :func:`inspection.candidates.match_buildings`.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
+    client : distributed.Client, optional
+        A client to use as is (wins over ``scheduler``); it is not closed.
+    n_workers : int
+        Worker processes of the local cluster started when neither ``client`` nor ``scheduler`` is given.
+    progress : callable, optional
+        ``progress(stage, done, total)``, called as work completes (a skipped stage reports done at once).
+
+    Returns
+    -------
+    GeoDataFrame
+        The candidates in EPSG:4326, one row each, sorted by id: ``id``, ``pair_id``, ``area_m2``,
+        ``width_m``, ``compactness``, ``confidence``, pixel box ``col0 row0 col1 row1``, ``colour_steel``,
+        ``chip_before``/``chip_after`` (paths relative to ``workdir/<pair-id>``), ``match``,
+        ``building_code``, ``covered``, ``building_share``, ``street``, ``community``, ``grid``,
+        ``courtyard``, ``worker``. ``attrs["path"]`` is the final file.
+    """
+    report = progress or (lambda stage, done, total: None)
+    before, after = Path(before), Path(after)
+    pair_id = survey_pair_id(before, after)
+    root = Path(workdir) / pair_id
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / FINAL_NAME
+    with _Cluster(client, scheduler, n_workers) as cluster:
+        ingest = _Stage(root, "ingest", {"pair": pair_id})
+        if not ingest.done:
+            ingest.start()
+            for name, path in (("before", before), ("after", after)):
+                info = read_ortho_info(path)
+                item = stac_item(info, survey_id=f"{pair_id}-{name}", datetime=info.datetime or _mtime(path))
+                _write_json(ingest.dir / f"{name}.json", item)
+            ingest.finish()
+        report("ingest", 1, 1)
+
+        check = _Stage(root, "check", {"upstream": ingest.key})
+        pair = SurveyPair(before, after)
+        if not check.done:
+            check.start()
+            _write_json(check.dir / "grid.json", {"crs": pair.crs, "transform": list(pair.transform)[:6],
+                                                  "shape": list(pair.shape), "resolution": pair.resolution})
+            check.finish()
+        report("check", 1, 1)
+
+        align = _Stage(root, "align", {"upstream": check.key, "samples": ALIGN_SAMPLES, "side": ALIGN_SIDE})
+        if not align.done:
+            align.start()
+            shift = _estimate_shift(cluster.client, pair, report)
+            _write_json(align.dir / "shift.json", shift)
+            align.finish()
+        else:
+            report("align", 1, 1)
+        shift = _read_json(align.dir / "shift.json")
+
+        open_px = cand.opening_px(pair.transform, pair.crs, min_width_m)
+        min_pixels = int(np.floor(min_area_m2 / cand.pixel_size_m(pair.transform, pair.crs) ** 2))
+        detect = _Stage(root, "detect", {"upstream": align.key, "detector": detector, "tile_size": tile_size,
+                                         "overlap": overlap, "open_px": open_px, "min_pixels": min_pixels})
+        if not detect.done:
+            get_detector(detector)  # an unknown name fails here, not in every task
+            detect.start()
+            _detect_tiles(cluster.client, pair, detect.dir, shift, detector, tile_size, overlap, open_px,
+                          min_pixels, report)
+            detect.finish()
+        else:
+            report("detect", 1, 1)
+
+        vectorise = _Stage(root, "vectorise", {"upstream": detect.key, "min_area_m2": min_area_m2,
+                                               "pad": CHIP_PAD, "size": CHIP_SIZE})
+        if not vectorise.done:
+            vectorise.start()
+            found = _vectorise(cluster.client, pair, pair_id, detect.dir, vectorise.dir, root, shift,
+                               min_area_m2, report)
+            _write_frame(found, vectorise.dir / "candidates.geojson")
+            vectorise.finish()
+        else:
+            report("vectorise", 1, 1)
+
+    match = _Stage(root, "match", {"upstream": vectorise.key, "buildings": _fingerprint(buildings),
+                                   "covered_fraction": covered_fraction})
+    if not match.done:
+        match.start()
+        found = _read_frame(vectorise.dir / "candidates.geojson")
+        if buildings is not None:
+            found = cand.match_buildings(found, buildings, covered_fraction=covered_fraction)
+        else:
+            found = found.assign(match=cand.MATCH_NEW, building_code=None, covered=0.0, building_share=np.nan)
+        _write_frame(found, match.dir / "candidates.geojson")
+        match.finish()
+    report("match", 1, 1)
+
+    locate = _Stage(root, "locate", {"upstream": match.key, "units": _fingerprint(units)})
+    if not locate.done or not final.exists():
+        locate.start()
+        found = _read_frame(match.dir / "candidates.geojson")
+        if units is not None:
+            from gridmap.locate import UnitLocator
+
+            found = cand.locate_candidates(found, UnitLocator(units))
+        else:
+            found = found.assign(street=None, community=None, grid=None, courtyard=None, worker=None)
+        _write_frame(found, final)
+        locate.finish()
+    report("locate", 1, 1)
+    result = _read_frame(final)
+    result.attrs["path"] = str(final)
+    return result
+
+
+def survey_pair_id(before: str | os.PathLike, after: str | os.PathLike) -> str:
+    """Id of a survey pair: 16 hex digits of SHA-1 over both files' size, ends and grid.
+
+    Cheap on any mosaic size (it reads 128 KiB of each file and its header) and unchanged when the
+    files are copied or renamed, unlike a hash of paths or modification times.
+    """
+    digest = hashlib.sha1()
+    for path in (Path(before), Path(after)):
+        if not path.is_file():
+            raise RasterError(f"{path}: no such file")
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(_ID_BYTES)
+            handle.seek(max(size - _ID_BYTES, 0))
+            tail = handle.read(_ID_BYTES)
+        digest.update(f"{size}\0".encode())
+        digest.update(head)
+        digest.update(tail)
+    return digest.hexdigest()[:16]
+
+
+# --- stages ----------------------------------------------------------------------------------------------
+
+
+class _Stage:
+    """A stage directory with its parameters (``params.json``) and completion marker (``done.json``)."""
+
+    def __init__(self, root: Path, name: str, params: dict) -> None:
+        self.dir = root / name
+        self.params = params
+        self.key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def done(self) -> bool:
+        return _read_json(self.dir / "done.json", default={}).get("key") == self.key
+
+    def start(self) -> None:
+        # Outputs made with other parameters are stale; outputs of an interrupted run with the same
+        # parameters (finished tiles) are kept and reused.
+        if _read_json(self.dir / "params.json", default={}).get("key") != self.key and self.dir.exists():
+            shutil.rmtree(self.dir)
+        (self.dir / "done.json").unlink(missing_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_json(self.dir / "params.json", {"key": self.key, "params": self.params})
+
+    def finish(self) -> None:
+        _write_json(self.dir / "done.json", {"key": self.key})
+
+
+class _Cluster:
+    """The Dask client, connected or started only when first asked for."""
+
+    def __init__(self, client, scheduler: str | None, n_workers: int) -> None:
+        self._client, self._scheduler, self._n_workers = client, scheduler, n_workers
+        self._owned: list = []
+
+    @property
+    def client(self):
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self._scheduler:
+                self._client = Client(self._scheduler)
+            else:
+                cluster = LocalCluster(
+                    n_workers=self._n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+                self._owned.append(cluster)
+                self._client = Client(cluster)
+            self._owned.insert(0, self._client)
+        return self._client
+
+    def __enter__(self) -> _Cluster:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owned in self._owned:
+            owned.close()
+
+
+# --- align ----------------------------------------------------------------------------------------------
+
+
+def _estimate_shift(client, pair: SurveyPair, report: Progress) -> dict:
+    height, width = pair.shape
+    side_y, side_x = min(ALIGN_SIDE, height), min(ALIGN_SIDE, width)
+    centres = [(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)][:ALIGN_SAMPLES]
+    windows = sorted({
+        (min(max(int(fx * width) - side_x // 2, 0), width - side_x), min(max(int(fy * height) - side_y // 2, 0), height - side_y))
+        for fy, fx in centres
+    })
+    futures = [client.submit(_shift_task, pair, col, row, side_x, side_y, pure=False) for col, row in windows]
+    shifts = _gather(futures, "align", report)
+    found = [s for s in shifts if s != (0.0, 0.0)]
+    dx, dy = (float(np.median([s[0] for s in found])), float(np.median([s[1] for s in found]))) if found else (0.0, 0.0)
+    return {"dx": dx, "dy": dy, "samples": [list(s) for s in shifts]}
+
+
+def _shift_task(pair: SurveyPair, col: int, row: int, width: int, height: int) -> tuple[float, float]:
+    cv2.setNumThreads(1)
+    before, after, _ = pair.read(Window(col, row, width, height))
+    _, (dx, dy) = coregister(before, after)
+    return float(dx), float(dy)
+
+
+# --- detect ---------------------------------------------------------------------------------------------
+
+
+def _detect_tiles(client, pair, directory: Path, shift: dict, detector: str, tile_size: int, overlap: int,
+                  open_px: int, min_pixels: int, report: Progress) -> None:
+    height, width = pair.shape
+    tiles = tile_windows(width, height, size=tile_size, overlap=overlap)
+    todo = []
+    for window in tiles:
+        core = core_window(window, width, height, size=tile_size, overlap=overlap)
+        out = directory / f"tile_{int(core.row_off)}_{int(core.col_off)}.npz"
+        if not out.exists():
+            todo.append((_window_tuple(window), _window_tuple(core), str(out)))
+    done = len(tiles) - len(todo)
+    report("detect", done, len(tiles))
+    futures = [
+        client.submit(_detect_task, pair, window, core, (shift["dx"], shift["dy"]), detector, open_px, min_pixels,
+                      out, pure=False)
+        for window, core, out in todo
+    ]
+    _gather(futures, "detect", report, start=done, total=len(tiles))
+
+
+def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[float, float], detector: str,
+                 open_px: int, min_pixels: int, out: str) -> int:
+    """Detect changes in one tile; write its core mask (PNG) and pieces (NPZ); return the piece count."""
+    cv2.setNumThreads(1)
+    col, row, width, height = window
+    core_col, core_row, core_width, core_height = core
+    before, after, valid = pair.read(Window(*window))
+    after = _shifted(after, shift)
+    result = get_detector(detector).detect(before, after)
+    mask = result.mask & valid
+    r0, c0 = core_row - row, core_col - col
+    grid_height, grid_width = pair.shape
+    pieces = cand.mask_components(
+        mask,
+        result.score,
+        open_px=open_px,
+        min_pixels=min_pixels,
+        core=(r0, c0, r0 + core_height, c0 + core_width),
+        offset=(core_row, core_col),
+        open_edges=(core_row > 0, core_col > 0, core_row + core_height < grid_height, core_col + core_width < grid_width),
+    )
+    path = Path(out)
+    core_mask = mask[r0 : r0 + core_height, c0 : c0 + core_width]
+    ok, png = cv2.imencode(".png", core_mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:  # pragma: no cover - a uint8 single-band image always encodes
+        raise InspectionError(f"PNG encoding of tile mask {path.name} failed")
+    _write_bytes(path.with_suffix(".png"), png.tobytes())
+    wkb = shapely.to_wkb(pieces.geometry) if len(pieces) else []
+    lengths = np.array([len(w) for w in wkb], dtype=np.int64)
+    # The NPZ is written last: its presence marks the tile done.
+    with _atomic(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, wkb=np.frombuffer(b"".join(wkb), dtype=np.uint8), lengths=lengths,
+                 pixels=pieces.pixels, score_sum=pieces.score_sum)
+    return len(pieces)
+
+
+def _load_pieces(directory: Path) -> cand.Pieces:
+    parts = []
+    for path in sorted(directory.glob("tile_*.npz")):
+        with np.load(path) as data:
+            buffer, lengths = data["wkb"].tobytes(), data["lengths"]
+            ends = np.cumsum(lengths)
+            wkb = [buffer[e - n : e] for e, n in zip(ends.tolist(), lengths.tolist(), strict=True)]
+            geometry = shapely.from_wkb(wkb) if wkb else np.empty(0, dtype=object)
+            parts.append(cand.Pieces(np.asarray(geometry, dtype=object), data["pixels"], data["score_sum"]))
+    return cand.Pieces.concat(parts)
+
+
+# --- vectorise ------------------------------------------------------------------------------------------
+
+
+def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: Path, shift: dict,
+               min_area_m2: float, report: Progress) -> gpd.GeoDataFrame:
+    pieces = cand.merge_pieces(_load_pieces(tiles))
+    found = cand.measure(pieces, pair.transform, pair.crs, min_area_m2=min_area_m2, pair_id=pair_id)
+    found.insert(1, "pair_id", pair_id)
+    chip_dir = directory / "chips"
+    chip_dir.mkdir(exist_ok=True)
+    outlines = found.geometry.to_crs(pair.crs).to_numpy()
+    order = np.lexsort((found["col0"].to_numpy(), found["row0"].to_numpy()))
+    batches = [order[i : i + CHIP_BATCH] for i in range(0, len(order), CHIP_BATCH)]
+    futures = [
+        client.submit(
+            _chip_task,
+            pair,
+            [
+                (found.at[i, "id"], tuple(int(found.at[i, c]) for c in ("col0", "row0", "col1", "row1")),
+                 shapely.to_wkb(outlines[i]))
+                for i in batch
+            ],
+            (shift["dx"], shift["dy"]),
+            str(chip_dir),
+            pure=False,
+        )
+        for batch in batches
+    ]
+    flags = {}
+    for result in _gather(futures, "vectorise", report, total=len(batches)):
+        flags.update(result)
+    found["colour_steel"] = [flags[i] for i in found["id"]]
+    found["chip_before"] = [str((chip_dir / f"{i}-before.png").relative_to(root)) for i in found["id"]]
+    found["chip_after"] = [str((chip_dir / f"{i}-after.png").relative_to(root)) for i in found["id"]]
+    return found
+
+
+def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], directory: str) -> dict[str, bool]:
+    """Chips and colour-steel flag of a batch of candidates, each read from its own neighbourhood."""
+    cv2.setNumThreads(1)
+    height, width = pair.shape
+    # Room for the shift's resampling so the chip's edge pixels are real, not replicated.
+    margin = CHIP_PAD + int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2
+    flags = {}
+    for candidate_id, (col0, row0, col1, row1), wkb in items:
+        c0, r0 = max(col0 - margin, 0), max(row0 - margin, 0)
+        c1, r1 = min(col1 + margin, width), min(row1 + margin, height)
+        before, after, _ = pair.read(Window(c0, r0, c1 - c0, r1 - r0))
+        after = _shifted(after, shift)
+        window_transform = pair.transform * Affine.translation(c0, r0)
+        region = rasterio.features.rasterize(
+            [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
+        ).astype(bool)
+        flags[candidate_id] = cand.colour_steel_flag(after, region)
+        before_png, after_png = cand.chips(
+            before, after, (col0 - c0, row0 - r0, col1 - c0, row1 - r0), pad=CHIP_PAD, size=CHIP_SIZE
+        )
+        _write_bytes(Path(directory) / f"{candidate_id}-before.png", before_png)
+        _write_bytes(Path(directory) / f"{candidate_id}-after.png", after_png)
+    return flags
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+
+
+def _shifted(after: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
+    """``after`` moved back by the global shift (see :func:`inspection.change.coregister`)."""
+    dx, dy = shift
+    if dx == 0 and dy == 0:
+        return after
+    matrix = np.float32([[1, 0, -dx], [0, 1, -dy]])
+    return cv2.warpAffine(after, matrix, (after.shape[1], after.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _gather(futures: list, stage: str, report: Progress, *, start: int = 0, total: int | None = None) -> list:
+    """Results of ``futures`` in submission order, reporting each completion."""
+    from distributed import as_completed
+
+    total = len(futures) if total is None else total
+    done = start
+    for future in as_completed(futures):
+        future.result()  # raises the task's error here, with its traceback
+        done += 1
+        report(stage, done, total)
+    results = [f.result() for f in futures]
+    for future in futures:
+        future.release()
+    return results
+
+
+def _window_tuple(window: Window) -> tuple[int, int, int, int]:
+    return int(window.col_off), int(window.row_off), int(window.width), int(window.height)
+
+
+def _fingerprint(frame: gpd.GeoDataFrame | None) -> str | None:
+    """Hash of a layer's geometries and columns, so a stage reruns when its input layer changes."""
+    if frame is None:
+        return None
+    digest = hashlib.sha1(str(frame.crs).encode())
+    digest.update(b"".join(shapely.to_wkb(frame.geometry.to_numpy())))
+    digest.update(pd.util.hash_pandas_object(frame.drop(columns=frame.geometry.name).astype(str), index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _mtime(path: Path):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+
+
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path``, renamed onto it on success: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with _atomic(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _write_json(path: Path, value) -> None:
+    _write_bytes(path, json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True, default=str).encode())
+
+
+def _read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if default is None:
+            raise
+        return default
+
+
+def _write_frame(frame: gpd.GeoDataFrame, path: Path) -> None:
+    with _atomic(path) as tmp:
+        # The GeoJSON driver will not write over the empty placeholder file.
+        tmp.unlink()
+        frame.to_file(tmp, driver="GeoJSON", engine="pyogrio")
+
+
+def _read_frame(path: Path) -> gpd.GeoDataFrame:
+    frame = gpd.read_file(path, engine="pyogrio")
+    # GeoJSON has no empty-table schema; an empty file reads back without columns.
+    return frame.sort_values("id", kind="stable").reset_index(drop=True) if "id" in frame else frame

@@ -1,0 +1,133 @@
+"""End to end: two synthetic surveys of the demo street through the pipeline on a real two-process cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+from distributed import Client, LocalCluster
+
+from gridmap.demo import generate_demo_street
+from inspection.candidates import MATCH_REGISTERED
+from inspection.pipeline import STAGES, run_pipeline
+from inspection.synthetic import survey_pair
+
+GRIDS_FILE = Path(__file__).resolve().parent.parent / "data" / "boundaries" / "demo-grids.geojson"
+LEVELS = ("street", "community", "grid", "courtyard")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, client):
+    units = generate_demo_street()
+    # 200 m x 200 m at 0.2 m: 1000 x 1000 px, four 512 px tiles, so regions cross tile borders.
+    before, after, truth = survey_pair(tmp_path_factory.mktemp("surveys"), seed=0, size_m=200, resolution=0.2,
+                                       units=units)
+    table = gpd.GeoDataFrame(pd.concat([units[level] for level in LEVELS], ignore_index=True), crs="EPSG:4326")
+    workdir = tmp_path_factory.mktemp("work")
+    calls = []
+
+    def again():
+        return run_pipeline(before, after, workdir=workdir, buildings=units["building"], units=table,
+                            tile_size=512, overlap=64, client=client, progress=lambda *a: calls.append(a))
+
+    found = again()
+    return {"found": found, "truth": truth, "units": units, "workdir": workdir, "again": again, "calls": calls}
+
+
+def _overlaps(candidates: gpd.GeoDataFrame, geometry) -> gpd.GeoDataFrame:
+    """Candidates covering at least half of ``geometry`` (metric areas)."""
+    metric = candidates.to_crs("EPSG:4549")
+    target = gpd.GeoSeries([geometry], crs="EPSG:4326").to_crs("EPSG:4549").iloc[0]
+    share = metric.geometry.intersection(target).area / target.area
+    return candidates[share.to_numpy() >= 0.5]
+
+
+def test_new_structures_are_found(run):
+    found, truth = run["found"], run["truth"]
+    new = truth[truth["kind"].isin(["shed", "rooftop"])]
+    hits = [len(_overlaps(found, g)) > 0 for g in new.geometry]
+    assert sum(hits) / len(new) >= 0.8, f"recall {sum(hits)}/{len(new)}"
+    sheds = truth[truth["kind"] == "shed"]
+    for shed in sheds.itertuples():
+        match = _overlaps(found, shed.geometry)
+        if len(match):
+            assert (match["match"] == "new").all()
+            assert match["colour_steel"].all()
+
+
+def test_candidates_are_located_to_the_grid_that_contains_them(run):
+    found, truth = run["found"], run["truth"]
+    grids = gpd.read_file(GRIDS_FILE)
+    checked = 0
+    for change in truth.itertuples():
+        for candidate in _overlaps(found, change.geometry).itertuples():
+            point = candidate.geometry.representative_point()
+            containing = grids[grids.geometry.contains(point)]["code"].tolist()
+            assert containing == [candidate.grid]
+            # The truth's own grid too: the candidate is where the change is.
+            assert shapely.contains(grids.set_index("code").geometry[candidate.grid],
+                                    change.geometry.representative_point())
+            checked += 1
+    assert checked >= 0.8 * len(truth)
+
+
+def test_rebuilt_building_is_a_change_to_it(run):
+    found, truth = run["found"], run["truth"]
+    rebuilt = truth[truth["kind"] == "rebuilt"].iloc[0]
+    match = _overlaps(found, rebuilt.geometry)
+    assert len(match) >= 1
+    assert (match["match"] == MATCH_REGISTERED).all()
+    assert set(match["building_code"]) == {rebuilt["building_code"]}
+    assert match["building_share"].max() > 0.5
+
+
+def test_nothing_on_unchanged_registered_buildings(run):
+    found, truth, units = run["found"], run["truth"], run["units"]
+    changed = set(truth["building_code"].dropna())
+    registered = found[found["match"] == MATCH_REGISTERED]
+    assert set(registered["building_code"]) <= changed
+    unchanged = units["building"][~units["building"]["code"].isin(changed)].to_crs("EPSG:4549")
+    metric = found.to_crs("EPSG:4549")
+    hit, building = unchanged.sindex.query(metric.geometry, predicate="intersects")
+    overlap = metric.geometry.iloc[hit].intersection(unchanged.geometry.iloc[building], align=False).area.to_numpy()
+    # A candidate may graze an unchanged neighbour's edge, never lie on it.
+    assert (overlap < 0.2 * metric.geometry.iloc[hit].area.to_numpy()).all()
+    # And few false alarms at all: every candidate but two at most is one of the inserted changes.
+    explained = [any(shapely.intersects(g, t) for t in truth.geometry) for g in found.geometry]
+    assert explained.count(False) <= 2
+
+
+def test_outputs_and_progress(run):
+    found = run["found"]
+    root = Path(found.attrs["path"]).parent
+    assert [s for s in STAGES if (root / s / "done.json").exists()] == list(STAGES)
+    assert len(list((root / "detect").glob("tile_*.npz"))) == 4
+    for relative in list(found["chip_before"]) + list(found["chip_after"]):
+        assert (root / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert found["id"].is_unique
+    stages = [c[0] for c in run["calls"]]
+    assert ("detect", 4, 4) in run["calls"] and set(stages) == set(STAGES)
+
+
+def test_second_run_adds_nothing(run):
+    workdir = run["workdir"]
+
+    def listing():
+        return {p: p.stat().st_mtime_ns for p in sorted(Path(workdir).rglob("*"))}
+
+    first = listing()
+    again = run["again"]()
+    assert listing() == first
+    assert again["id"].tolist() == run["found"]["id"].tolist()
+    pd.testing.assert_frame_equal(pd.DataFrame(again.drop(columns="geometry")),
+                                  pd.DataFrame(run["found"].drop(columns="geometry")))
