@@ -275,6 +275,9 @@ def core_window(window: Window, width: int, height: int, *, size: int = 1024, ov
     return Window(col, row, min(col + size, width) - col, min(row + size, height) - row)
 
 
+READ_CACHE_MB = 64
+
+
 class SurveyPair:
     """Two surveys of one area, read window by window on one pixel grid.
 
@@ -361,21 +364,40 @@ class SurveyPair:
 
     def _warp(self, info: OrthoInfo, window: Window) -> tuple[np.ndarray, np.ndarray]:
         height, width = self.shape
-        with rasterio.open(info.path) as src:
-            # Without an alpha band of its own the VRT gets one, so pixels the file does not cover (and
-            # those its mask or nodata value exclude) come out invalid rather than black.
-            with WarpedVRT(
-                src,
-                crs=self.crs,
-                transform=self.transform,
-                width=width,
-                height=height,
-                resampling=Resampling.bilinear,
-                add_alpha=not info.has_alpha,
-            ) as vrt:
-                rgb = vrt.read(indexes=[1, 2, 3], window=window)
-                valid = vrt.dataset_mask(window=window) > 0
+        offset = self._pixel_offset(info)
+        # GDAL's block cache defaults to 5 % of RAM per process; a small one keeps a worker's memory in
+        # proportion to its tile rather than to how much of the mosaic it has read so far.
+        with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB), rasterio.open(info.path) as src:
+            if offset is not None:
+                # already on the grid: a plain windowed read, no resampling (about 9x faster than warping)
+                source = Window(window.col_off + offset[0], window.row_off + offset[1], window.width, window.height)
+                rgb = src.read(indexes=[1, 2, 3], window=source, boundless=True, fill_value=0)
+                valid = src.dataset_mask(window=source, boundless=True) > 0
+            else:
+                # Without an alpha band of its own the VRT gets one, so pixels the file does not cover (and
+                # those its mask or nodata value exclude) come out invalid rather than black.
+                with WarpedVRT(
+                    src,
+                    crs=self.crs,
+                    transform=self.transform,
+                    width=width,
+                    height=height,
+                    resampling=Resampling.bilinear,
+                    add_alpha=not info.has_alpha,
+                ) as vrt:
+                    rgb = vrt.read(indexes=[1, 2, 3], window=window)
+                    valid = vrt.dataset_mask(window=window) > 0
         return np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), valid
+
+    def _pixel_offset(self, info: OrthoInfo) -> tuple[int, int] | None:
+        """(column, row) of the grid's origin in ``info``'s pixels when its pixels ARE grid pixels, else None."""
+        t, res = info.transform, self.resolution
+        if info.crs != self.crs or t.b != 0 or t.d != 0 or not (math.isclose(t.a, res) and math.isclose(-t.e, res)):
+            return None
+        dx, dy = (self.transform.c - t.c) / res, (t.f - self.transform.f) / res
+        if abs(dx - round(dx)) > 1e-6 or abs(dy - round(dy)) > 1e-6:
+            return None
+        return round(dx), round(dy)
 
 
 def write_ortho(
