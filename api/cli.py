@@ -418,3 +418,52 @@ def photos_command(paths, area, max_distance, height, output):
         columns = [c for c in report.columns if report[c].map(lambda v: isinstance(v, (dict, list))).sum() == 0]
         write_frame(report[columns].astype({"taken_at": str}, errors="ignore"), output)
         click.echo(f"wrote {len(report)} rows to {output}")
+
+
+@main.command("detect")
+@click.argument("before", type=click.Path(path_type=Path))
+@click.argument("after", type=click.Path(path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("surveys"), show_default=True,
+              help="Where stages keep their outputs; a rerun skips what is done there.")
+@click.option("--buildings", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Registered building footprints (default: the buildings in the store).")
+@click.option("--detector", default="default", show_default=True, help="Change detector name.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="A Dask scheduler (default: a local cluster).")
+@click.option("--workers", default=2, show_default=True, help="Worker processes of the local cluster.")
+@click.option("--tile", default=1024, show_default=True, help="Tile size in pixels.")
+@click.option("--min-area", default=4.0, show_default=True, help="Smallest candidate kept (m²).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Also write the candidates here.")
+@handles_errors
+def detect_command(before, after, workdir, buildings, detector, scheduler, workers, tile, min_area, output):
+    """Compare two orthomosaic surveys and list suspected new construction, located to grids."""
+    import geopandas as gpd
+
+    from gridmap.io import write_frame
+    from inspection.pipeline import run_pipeline
+
+    with _open_store(_settings()) as store:
+        units = store.get_units()
+    registered = gpd.read_file(buildings).to_crs(4326) if buildings else units[units["level"] == "building"]
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.setdefault(stage, tqdm(desc=stage, total=total, disable=None, leave=False, file=sys.stderr))
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    try:
+        candidates = run_pipeline(
+            before, after, workdir=workdir, buildings=registered if len(registered) else None,
+            units=units[units["level"] != "building"] if len(units) else None, detector=detector,
+            tile_size=tile, min_area_m2=min_area, scheduler=scheduler, n_workers=workers, progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    new = candidates[candidates["match"] == "new"] if "match" in candidates else candidates
+    click.echo(f"{len(candidates)} candidates ({len(new)} new construction) -> {candidates.attrs.get('path', workdir)}")
+    for row in new.sort_values("confidence", ascending=False).head(10).itertuples():
+        where = f"grid {row.grid}" if getattr(row, "grid", None) else "outside the grids"
+        click.echo(f"  {row.id}: {row.area_m2:,.0f} m², confidence {row.confidence:.2f}, {where}")
+    if output:
+        write_frame(candidates, output)

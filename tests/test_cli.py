@@ -239,3 +239,24 @@ def test_photos_batch_keeps_good_frames_and_gives_reasons(run, shared_data, tmp_
     rows = gpd.read_file(tmp_path / "photos.geojson")
     accepted = rows[rows["status"] == "accepted"]
     assert len(accepted) == 20 and accepted.geometry.notna().all()
+
+
+def test_detect_finds_new_sheds_and_a_rerun_adds_nothing(demo_store, tmp_path):
+    from gridmap.demo import generate_demo_street
+    from inspection.synthetic import survey_pair
+
+    url, _, _ = demo_store
+    before, after, truth = survey_pair(tmp_path / "surveys", seed=1, size_m=150, resolution=0.25,
+                                       units=generate_demo_street())
+    args = ["detect", str(before), str(after), "--workdir", str(tmp_path / "work"), "--workers", "1",
+            "--tile", "512", "-o", str(tmp_path / "candidates.geojson")]
+    runner = CliRunner(env={"GRIDMAP_DATABASE_URL": url})
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    found = gpd.read_file(tmp_path / "candidates.geojson")
+    sheds = truth[truth["kind"] == "shed"]
+    hit = [found.geometry.intersects(shed).any() for shed in sheds.geometry]
+    assert sum(hit) >= 0.8 * len(sheds)
+    assert found.loc[found["match"] == "new", "grid"].str.len().eq(15).all()  # located with the stored grids
+    second = runner.invoke(main, args)
+    assert second.exit_code == 0 and second.output == first.output
