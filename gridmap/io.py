@@ -23,6 +23,7 @@ import shapely
 
 from gridmap.codes import CODE_LENGTH, PARENT_LEVEL, check_level, normalise_code, parent_code
 from gridmap.crs import resolve_crs, to_storage_crs
+from gridmap.files import atomic_path
 from gridmap.errors import CodeError, CRSError, GeometryError, GridmapError, InputError, TooLargeError
 from gridmap.units import COLUMNS, make_units
 
@@ -425,13 +426,8 @@ def write_frame(frame: gpd.GeoDataFrame, path: str | Path) -> Path:
         raise InputError(f"{path.name}: cannot write this file type; use .geojson or .gpkg")
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: output directory does not exist")
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")  # GDAL picks drivers by suffix
-    partial.unlink(missing_ok=True)
-    try:
+    with atomic_path(path) as partial:
         pyogrio.write_dataframe(frame, partial, driver=driver, layer=path.stem if driver == "GPKG" else None)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
     return path
 
 

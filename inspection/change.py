@@ -22,7 +22,6 @@ Pure library code: no I/O except :func:`write_change_mask`, no global state exce
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -30,6 +29,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from gridmap.files import atomic_path
 from inspection.errors import DetectorError, ImageError
 
 __all__ = [
@@ -546,14 +546,8 @@ def write_change_mask(
     if not ok:  # pragma: no cover - encoding a uint8 array as PNG does not fail
         raise DetectorError(f"could not encode the mask for {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(encoded.tobytes())
     return result
 
 

@@ -39,13 +39,11 @@ the files elsewhere; candidate ids hash it with each outline (:func:`inspection.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -57,6 +55,7 @@ import shapely
 from affine import Affine
 from rasterio.windows import Window
 
+from gridmap.files import atomic_path
 from inspection import candidates as cand
 from inspection.change import coregister, get_detector
 from inspection.errors import InspectionError, RasterError
@@ -385,7 +384,7 @@ def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[floa
     wkb = shapely.to_wkb(pieces.geometry) if len(pieces) else []
     lengths = np.array([len(w) for w in wkb], dtype=np.int64)
     # The NPZ is written last: its presence marks the tile done.
-    with _atomic(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, wkb=np.frombuffer(b"".join(wkb), dtype=np.uint8), lengths=lengths,
                  pixels=pieces.pixels, score_sum=pieces.score_sum)
     return len(pieces)
@@ -514,20 +513,8 @@ def _mtime(path: Path):
     return dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
 
 
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path``, renamed onto it on success: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
@@ -545,9 +532,7 @@ def _read_json(path: Path, default=None):
 
 
 def _write_frame(frame: gpd.GeoDataFrame, path: Path) -> None:
-    with _atomic(path) as tmp:
-        # The GeoJSON driver will not write over the empty placeholder file.
-        tmp.unlink()
+    with atomic_path(path) as tmp:
         frame.to_file(tmp, driver="GeoJSON", engine="pyogrio")
 
 
