@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import sys
 import time
@@ -28,8 +27,15 @@ import rasterio
 
 
 def worker_peak_mb() -> float:
-    """Peak resident memory of the calling process, MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of the calling process's own address space, MB.
+
+    Not ``ru_maxrss``: it survives exec, so a spawned worker would report its parent's high-water mark.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def decode_rate(paths: list[Path], repeats: int = 3) -> tuple[float, float]:

@@ -360,7 +360,9 @@ class BuildingCVADetector:
     4. Priors on what the after image shows: a change that ends as vegetation (excess green) or as deep
        shadow is not a new building, so its evidence is damped.
     5. A per-image Otsu threshold on the smoothed score, never below an absolute ``floor``, so an
-       unchanged pair yields (almost) nothing rather than its noisiest half.
+       unchanged pair yields (almost) nothing rather than its noisiest half; pixels that are plainly
+       plant or deep shadow in the after image are left out of the mask whatever their score (the
+       damping of step 4 alone lets a lawn that replaced bare soil through: lawns, like roofs, are new).
     6. Morphology (opening removes speckle and thin lines such as kerbs, closing and hole filling make
        roofs whole) and a minimum region area.
 
@@ -387,6 +389,13 @@ class BuildingCVADetector:
         a building is tens of pixels across, so half resolution loses nothing a mask needs, averages
         sensor noise and is four times less work. Sizes (``window``, ``min_area``) are in full-resolution
         pixels.
+    vegetation_exg : float
+        Excess green ``(2G - R - B) / (R + G + B)`` of the after image above which a pixel is plant and
+        never part of the mask (0.05, where the damping of step 4 starts: grey, red and blue roofs sit at
+        or below 0).
+    shadow_level : int
+        Brightest RGB channel of the after image below which a pixel is deep shadow and never part of the
+        mask (50 of 255: a roof in sun, even a dark one, is brighter than that in some channel).
     name : str
         Registry name.
     """
@@ -404,6 +413,8 @@ class BuildingCVADetector:
         register_images: bool = True,
         max_shift_px: float = 20.0,
         scale: float = 0.5,
+        vegetation_exg: float = 0.05,
+        shadow_level: int = 50,
         name: str = "building-cva",
     ) -> None:
         self.colour_scale = colour_scale
@@ -416,10 +427,18 @@ class BuildingCVADetector:
         self.register_images = register_images
         self.max_shift_px = max_shift_px
         self.scale = scale
+        self.vegetation_exg = vegetation_exg
+        self.shadow_level = shadow_level
         self.name = name
 
     def evidence(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """The per-pixel change score in [0, 1] (steps 1-4), before thresholding."""
+        return self._evidence(before, after)[0]
+
+    def _evidence(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The score (at the working scale) and the 0/1 map of pixels whose after image cannot be a roof:
+        plainly vegetation (excess green above ``vegetation_exg``) or deep shadow (brightest channel
+        below ``shadow_level``)."""
         check_pair(before, after)
         if self.register_images:
             after, _ = coregister(before, after, max_shift_px=self.max_shift_px)
@@ -458,7 +477,11 @@ class BuildingCVADetector:
         damp *= 1.0 - 0.7 * np.clip((70.0 - la) * (1.0 / 30.0), 0.0, 1.0)
         score *= damp
         score = cv2.GaussianBlur(score, (0, 0), 1.5 * self._factor)
-        return np.clip(score, 0.0, 1.0).astype(np.float32)
+        # The damping above only weakens evidence; a changed pixel whose after image is plainly plant or
+        # lies in deep shadow is still no roof, so it is also barred from the mask outright (holes this
+        # leaves inside a roof are closed and filled again by the morphology in :meth:`detect`).
+        excluded = (exg > self.vegetation_exg) | (after.max(axis=2) < self.shadow_level)
+        return np.clip(score, 0.0, 1.0).astype(np.float32), excluded
 
     @property
     def _factor(self) -> float:
@@ -473,9 +496,9 @@ class BuildingCVADetector:
 
     def detect(self, before: np.ndarray, after: np.ndarray) -> ChangeResult:
         h, w = before.shape[:2]
-        small = self.evidence(before, after)  # checks the pair
+        small, excluded = self._evidence(before, after)  # checks the pair
         threshold = max(_otsu(small), self.floor)
-        mask = (small > threshold).astype(np.uint8)
+        mask = ((small > threshold) & ~excluded).astype(np.uint8)
         k = max(3, int(round(5 * self._factor)) | 1)
         disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk)

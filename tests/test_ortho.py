@@ -459,10 +459,10 @@ def test_surveys_already_on_the_grid_read_exactly_as_the_warped_path(tmp_path):
     before = write_ortho(tmp_path / "a.tif", image, Affine(0.2, 0, 500_000, 0, -0.2, 3_350_000), "EPSG:4549")
     after = write_ortho(tmp_path / "b.tif", image[::-1].copy(), Affine(0.2, 0, 500_004, 0, -0.2, 3_349_998), "EPSG:4549")
     pair = SurveyPair(before, after)
-    assert pair._pixel_offset(pair.before) is not None and pair._pixel_offset(pair.after) is not None
+    assert pair._placement(pair.before) is not None and pair._placement(pair.after) is not None
     window = Window(5, 7, 100, 90)
     direct = pair.read(window)
-    pair._pixel_offset = lambda info: None  # force the general path: warp through a VRT
+    pair._placement = lambda info: None  # force the general path: warp through a VRT
     warped = pair.read(window)
     for fast, slow in zip(direct, warped):
         np.testing.assert_array_equal(fast, slow)
