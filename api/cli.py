@@ -432,9 +432,11 @@ def photos_command(paths, area, max_distance, height, output):
 @click.option("--workers", default=2, show_default=True, help="Worker processes of the local cluster.")
 @click.option("--tile", default=1024, show_default=True, help="Tile size in pixels.")
 @click.option("--min-area", default=4.0, show_default=True, help="Smallest candidate kept (m²).")
+@click.option("--resolution", default=0.3, show_default=True,
+              help="Ground resolution (m) detection works at, rounded down to a multiple of the survey's pixel.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Also write the candidates here.")
 @handles_errors
-def detect_command(before, after, workdir, buildings, detector, scheduler, workers, tile, min_area, output):
+def detect_command(before, after, workdir, buildings, detector, scheduler, workers, tile, min_area, resolution, output):
     """Compare two orthomosaic surveys and list suspected new construction, located to grids."""
     import geopandas as gpd
 
@@ -455,7 +457,8 @@ def detect_command(before, after, workdir, buildings, detector, scheduler, worke
         candidates = run_pipeline(
             before, after, workdir=workdir, buildings=registered if len(registered) else None,
             units=units[units["level"] != "building"] if len(units) else None, detector=detector,
-            tile_size=tile, min_area_m2=min_area, scheduler=scheduler, n_workers=workers, progress=progress,
+            tile_size=tile, min_area_m2=min_area, scheduler=scheduler, n_workers=workers,
+            working_resolution_m=resolution, progress=progress,
         )
     finally:
         for bar in bars.values():
