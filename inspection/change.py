@@ -480,7 +480,8 @@ class BuildingCVADetector:
         # The damping above only weakens evidence; a changed pixel whose after image is plainly plant or
         # lies in deep shadow is still no roof, so it is also barred from the mask outright (holes this
         # leaves inside a roof are closed and filled again by the morphology in :meth:`detect`).
-        excluded = (exg > self.vegetation_exg) | (after.max(axis=2) < self.shadow_level)
+        brightest = cv2.max(cv2.max(after[..., 0], after[..., 1]), after[..., 2])
+        excluded = (exg > self.vegetation_exg) | (brightest < self.shadow_level)
         return np.clip(score, 0.0, 1.0).astype(np.float32), excluded
 
     @property
