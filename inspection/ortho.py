@@ -19,6 +19,7 @@ file does not cover are invalid after warping too.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -143,6 +144,13 @@ def read_ortho_info(path: str | os.PathLike) -> OrthoInfo:
     path = Path(path)
     if not path.is_file():
         raise RasterError(f"{path}: no such file")
+    stat = path.stat()
+    return _read_ortho_info(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_ortho_info(path: Path, size: int, mtime_ns: int) -> OrthoInfo:
+    """:func:`read_ortho_info` for one version of a file (size and mtime are the cache key's part)."""
     try:
         with rasterio.open(path) as ds:
             _check_usable(path, ds)
