@@ -38,7 +38,8 @@ DEMO_FILES = (
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"gridmap: error: {message}", err=True)
+    one_line = " ".join(message.split())  # a driver's message may span lines; ours is always one
+    click.echo(f"gridmap: error: {one_line}", err=True)
     sys.exit(code)
 
 
