@@ -188,6 +188,10 @@ def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
     )
 
 
+#: Below this, a shift moves no pixel perceptibly (bilinear weights within 1 %), so the image is not resampled.
+NEGLIGIBLE_SHIFT_PX = 0.01
+
+
 def coregister(
     before: np.ndarray, after: np.ndarray, *, max_shift_px: float = 20.0
 ) -> tuple[np.ndarray, tuple[float, float]]:
@@ -209,6 +213,8 @@ def coregister(
         ``(0.0, 0.0)`` when the images have too little common texture to tell.
     """
     dx, dy = estimate_shift(before, after, max_shift_px=max_shift_px)
+    if abs(dx) < NEGLIGIBLE_SHIFT_PX and abs(dy) < NEGLIGIBLE_SHIFT_PX:
+        return after, (dx, dy)  # already aligned: resampling would only blur, and costs more than detection's parts
     return shift_image(after, -dx, -dy), (dx, dy)
 
 
