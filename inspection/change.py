@@ -351,6 +351,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return (padded[1:-1, 1:-1] != 2).astype(np.uint8)
 
 
+@dataclass(frozen=True, kw_only=True)
 class BuildingCVADetector:
     """Change-vector analysis tuned for new buildings; the project's default detector.
 
@@ -406,36 +407,19 @@ class BuildingCVADetector:
         Registry name.
     """
 
-    def __init__(
-        self,
-        *,
-        colour_scale: float = 40.0,
-        lightness_weight: float = 0.7,
-        colour_weight: float = 0.6,
-        structure_weight: float = 0.4,
-        window: int = 7,
-        floor: float = 0.3,
-        min_area: int = 60,
-        register_images: bool = True,
-        max_shift_px: float = 20.0,
-        scale: float = 0.5,
-        vegetation_exg: float = 0.05,
-        shadow_level: int = 50,
-        name: str = "building-cva",
-    ) -> None:
-        self.colour_scale = colour_scale
-        self.lightness_weight = lightness_weight
-        self.colour_weight = colour_weight
-        self.structure_weight = structure_weight
-        self.window = window
-        self.floor = floor
-        self.min_area = min_area
-        self.register_images = register_images
-        self.max_shift_px = max_shift_px
-        self.scale = scale
-        self.vegetation_exg = vegetation_exg
-        self.shadow_level = shadow_level
-        self.name = name
+    colour_scale: float = 40.0
+    lightness_weight: float = 0.7
+    colour_weight: float = 0.6
+    structure_weight: float = 0.4
+    window: int = 7
+    floor: float = 0.3
+    min_area: int = 60
+    register_images: bool = True
+    max_shift_px: float = 20.0
+    scale: float = 0.5
+    vegetation_exg: float = 0.05
+    shadow_level: int = 50
+    name: str = "building-cva"
 
     def evidence(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         """The per-pixel change score in [0, 1] (steps 1-4), before thresholding."""
