@@ -42,6 +42,7 @@ from storage._common import (
     to_units,
 )
 from storage.base import BBox, Store
+from storage.records import Dialect, Records, Tx
 from storage.errors import StoreConfigError, StoreError
 
 #: Environment variable with the maximum number of pooled connections (default 8).
@@ -89,10 +90,12 @@ CREATE TABLE IF NOT EXISTS "schema_migrations" (
 """
 
 
-class PostgisStore(Store):
-    """Units in the ``units`` table of a PostgreSQL database with PostGIS, reached at ``url``."""
+class PostgisStore(Store, Records):
+    """Units (and the service's records, :mod:`storage.records`) in a PostgreSQL database with PostGIS."""
 
     backend = "postgis"
+    dialect = Dialect("postgis", "%s", " FOR UPDATE SKIP LOCKED", times_as_text=False,
+                      lock_category="SELECT pg_advisory_xact_lock(hashtext(?))")
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = mask_url(url)
@@ -258,6 +261,11 @@ class PostgisStore(Store):
             if conn is not None:
                 self._give_back(conn, discard or bool(conn.closed))
             self._slots.release()
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Tx]:
+        with self._cursor(what) as cur:
+            yield Tx(cur, self.dialect)
 
     def _give_back(self, conn: psycopg2.extensions.connection, discard: bool) -> None:
         try:

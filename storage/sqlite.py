@@ -42,6 +42,7 @@ from storage._common import (
     to_units,
 )
 from storage.base import BBox, Store
+from storage.records import Dialect, Records, Tx
 from storage.errors import StoreConfigError, StoreError
 
 #: Seconds a connection waits for another writer's lock before failing with "database is locked".
@@ -79,10 +80,12 @@ CREATE TABLE IF NOT EXISTS "schema_migrations" (
 """
 
 
-class SqliteStore(Store):
-    """Units in one SQLite file at ``path`` (created, with its schema, if missing; its directory must exist)."""
+class SqliteStore(Store, Records):
+    """Units (and the service's records, :mod:`storage.records`) in one SQLite file at ``path`` (created, with
+    its schema, if missing; its directory must exist)."""
 
     backend = "sqlite"
+    dialect = Dialect("sqlite", "?", "", times_as_text=True)
 
     def __init__(self, path: str | os.PathLike[str], *, url: str | None = None) -> None:
         self.path = Path(os.path.abspath(path))
@@ -263,6 +266,11 @@ class SqliteStore(Store):
                 _rollback(conn)
                 raise
             conn.execute("COMMIT")
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[Tx]:
+        with self._write(what) as conn:
+            yield Tx(conn.cursor(), self.dialect)
 
     def _select(self, clauses: list[str], params: list[object], what: str) -> list[tuple]:
         sql = _SELECT + (" WHERE " + " AND ".join(clauses) if clauses else "") + ' ORDER BY "code"'
