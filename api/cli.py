@@ -20,6 +20,7 @@ import pandas as pd
 import shapely
 from tqdm import tqdm
 
+from api.errors import ServiceError
 from api.settings import Settings, SettingsError
 from gridmap.codes import LEVELS
 from gridmap.errors import GridmapError
@@ -50,7 +51,7 @@ def handles_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (GridmapError, InspectionError, SettingsError) as exc:
+        except (GridmapError, InspectionError, SettingsError, ServiceError) as exc:
             _fail(str(exc), EXIT_BAD_INPUT)
         except StoreConfigError as exc:
             _fail(str(exc), EXIT_STORE)
@@ -314,7 +315,18 @@ def demo_command(directory):
         f"grids: {len(grids)}, {area_ha.min():.1f}-{area_ha.max():.1f} ha (median {area_ha.median():.1f}), "
         f"{grids['worker'].notna().sum()} with a responsible worker; done in {time.perf_counter() - started:.1f} s"
     )
-    click.echo("try: gridmap locate " + _sample_point(grids))
+    from api.demo import DEMO_PASSWORD, seed_accounts, seed_cases
+    from api.service import Service
+
+    with _open_store(settings) as store:
+        service = Service(store, settings)
+        roles = seed_accounts(service)
+        filed = seed_cases(service)
+        open_cases = store.count_cases(states=["reported", "registered", "dispatched", "handled", "verified"])
+    click.echo("accounts: " + ", ".join(f"{n} {role}" for role, n in roles.items())
+               + f" (admin, supervisor, pipeline, worker …; password {DEMO_PASSWORD})")
+    click.echo(f"demo cases: {filed} new, {open_cases} open")
+    click.echo("try: gridmap locate " + _sample_point(grids) + "   or: gridmap serve")
 
 
 def _sample_point(grids) -> str:
@@ -471,3 +483,59 @@ def detect_command(before, after, workdir, buildings, detector, scheduler, worke
         click.echo(f"  {row.id}: {row.area_m2:,.0f} m², confidence {row.confidence:.2f}, {where}")
     if output:
         write_frame(candidates, output)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (PostGIS only; the embedded store serves from one).")
+@handles_errors
+def serve_command(host, port, workers):
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+    import uvicorn
+
+    settings = _settings()
+    with _open_store(settings) as store:  # fail here, with a one-line message, if the store cannot be opened
+        backend = store.backend
+    if backend == "sqlite" and workers > 1:
+        raise click.BadParameter("the embedded SQLite store is served by one process", param_hint="--workers")
+    click.echo(f"gridmap: serving {settings.database_url} on http://{host}:{port} (docs at /docs)", err=True)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+@main.command("token")
+@click.argument("username")
+@handles_errors
+def token_command(username):
+    """Print a fresh bearer token for USERNAME (for admins and tools)."""
+    from api.service import Service
+
+    settings = _settings()
+    with _open_store(settings) as store:
+        issued = Service(store, settings).issue_token(username)
+    click.echo(issued["access_token"])
+
+
+@main.command("worker")
+@click.option("--once", is_flag=True, help="Run queued jobs until none is left, then exit.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="A running Dask scheduler for the pipeline.")
+@click.option("--dask-workers", default=2, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes of the local Dask cluster (without --scheduler).")
+@handles_errors
+def worker_command(once, scheduler, dask_workers):
+    """Run upload jobs through the inspection pipeline and escalate overdue cases."""
+    import logging
+
+    from api.service import Service
+    from api.worker import JobRunner
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings()
+    with _open_store(settings) as store:
+        runner = JobRunner(Service(store, settings), n_workers=dask_workers, scheduler=scheduler)
+        if once:
+            while (job := runner.run_once()) is not None:
+                click.echo(f"job {job['id']}: {job['state']}" + (f" ({job['error']})" if job["error"] else ""))
+        else:
+            runner.run_forever()

@@ -24,12 +24,29 @@ class Settings:
     GRIDMAP_MAX_IMPORT_FEATURES  most features in one file (default 500,000)
     GRIDMAP_MAX_IMPORT_VERTICES  most vertices in one import (default 20,000,000)
     GRIDMAP_DEBUG                ``1``: show tracebacks of unexpected errors
+    GRIDMAP_DATA_DIR             photos, uploads and pipeline work files (default ``./gridmap-data``)
+    GRIDMAP_TOKEN_TTL_HOURS      life of a bearer token (default 12: one working day and a half)
+    GRIDMAP_MAX_PHOTO_MB         largest field-report photo (default 20)
+    GRIDMAP_MAX_PHOTO_MEGAPIXELS most pixels in a report photo (default 100; decompression bombs)
+    GRIDMAP_MAX_UPLOAD_FILE_MB   largest file in a drone upload batch (default 4096)
+    GRIDMAP_MAX_UPLOAD_FILES     most files in one upload batch (default 5000)
+    GRIDMAP_TAXONOMY             a city's category file, merged over the shipped CJ/T 214 taxonomy
+    GRIDMAP_INPROCESS_WORKER     ``1``: the service runs upload jobs itself (default on the embedded
+                                 SQLite store, off on PostGIS where ``gridmap worker`` runs them)
     ===========================  =====================================================================
     """
 
     database_url: str = DEFAULT_DATABASE_URL
     limits: ReadLimits = ReadLimits()
     debug: bool = False
+    data_dir: str = "./gridmap-data"
+    token_ttl_hours: int = 12
+    max_photo_bytes: int = 20 * 1024**2
+    max_photo_pixels: int = 100_000_000
+    max_upload_file_bytes: int = 4096 * 1024**2
+    max_upload_files: int = 5000
+    taxonomy: str | None = None
+    inprocess_worker: bool | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -42,11 +59,30 @@ class Settings:
                 max_vertices=_positive_int(environ, "GRIDMAP_MAX_IMPORT_VERTICES", defaults.max_vertices),
             ),
             debug=environ.get("GRIDMAP_DEBUG", "") not in ("", "0", "false"),
+            data_dir=environ.get("GRIDMAP_DATA_DIR") or "./gridmap-data",
+            token_ttl_hours=_positive_int(environ, "GRIDMAP_TOKEN_TTL_HOURS", 12),
+            max_photo_bytes=_positive_int(environ, "GRIDMAP_MAX_PHOTO_MB", 20) * 1024**2,
+            max_photo_pixels=_positive_int(environ, "GRIDMAP_MAX_PHOTO_MEGAPIXELS", 100) * 1_000_000,
+            max_upload_file_bytes=_positive_int(environ, "GRIDMAP_MAX_UPLOAD_FILE_MB", 4096) * 1024**2,
+            max_upload_files=_positive_int(environ, "GRIDMAP_MAX_UPLOAD_FILES", 5000),
+            taxonomy=environ.get("GRIDMAP_TAXONOMY") or None,
+            inprocess_worker=_flag(environ, "GRIDMAP_INPROCESS_WORKER"),
         )
 
 
 class SettingsError(ValueError):
     """An environment variable with a value that cannot be used."""
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool | None:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not 1 or 0")
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -542,19 +542,20 @@ class Records:
 
     # ------------------------------------------------------------------------------------ uploads and jobs
 
-    def create_batch(self, batch_id: str, username: str, files: list[dict], now: datetime) -> tuple[dict, bool]:
-        """Open an upload batch with its manifest (``name, size, sha256`` per file); idempotent by id."""
+    def create_batch(self, batch_id: str, username: str, manifest: dict, now: datetime) -> tuple[dict, bool]:
+        """Open an upload batch with its manifest (``files``: ``name, size, sha256`` each); idempotent by id:
+        an existing batch comes back unchanged with ``False``."""
         with self._tx("create_batch") as tx:
-            row = tx.one('INSERT INTO "upload_batches" ("id", "username", "state", "files", "created_at") '
+            row = tx.one('INSERT INTO "upload_batches" ("id", "username", "state", "manifest", "created_at") '
                          "VALUES (?, ?, 'open', ?, ?) ON CONFLICT (\"id\") DO NOTHING RETURNING \"id\"",
-                         [batch_id, username, files, now])
+                         [batch_id, username, manifest, now])
         return self.get_batch(batch_id), row is not None
 
     def get_batch(self, batch_id: str) -> dict | None:
-        cols = ("id", "username", "state", "files", "created_at", "completed_at")
+        cols = ("id", "username", "state", "manifest", "created_at", "completed_at")
         with self._tx("get_batch") as tx:
             row = tx.one(f'SELECT {_columns(cols)} FROM "upload_batches" WHERE "id" = ?', [batch_id])
-        return None if row is None else _row(cols, row, times=("created_at", "completed_at"), jsons=("files",))
+        return None if row is None else _row(cols, row, times=("created_at", "completed_at"), jsons=("manifest",))
 
     def complete_batch(self, batch_id: str, now: datetime, *, kind: str = "survey") -> dict:
         """Mark a batch complete and queue its job, in one transaction; idempotent (the job is unique per

@@ -142,7 +142,7 @@ CREATE TABLE "upload_batches" (
     "id"           text PRIMARY KEY,
     "username"     text COLLATE "C" NOT NULL,
     "state"        text NOT NULL CHECK ("state" IN ('open', 'complete')),
-    "files"        jsonb NOT NULL,
+    "manifest"     jsonb NOT NULL,
     "created_at"   timestamptz NOT NULL,
     "completed_at" timestamptz
 );

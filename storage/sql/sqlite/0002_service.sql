@@ -137,7 +137,7 @@ CREATE TABLE "upload_batches" (
     "id"           TEXT PRIMARY KEY,
     "username"     TEXT NOT NULL,
     "state"        TEXT NOT NULL CHECK ("state" IN ('open', 'complete')),
-    "files"        TEXT NOT NULL CHECK (json_valid("files")),
+    "manifest"     TEXT NOT NULL CHECK (json_valid("manifest") AND json_type("manifest") = 'object'),
     "created_at"   TEXT NOT NULL,
     "completed_at" TEXT
 );
