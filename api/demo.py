@@ -3,7 +3,7 @@
 Accounts (one password for all, :data:`DEMO_PASSWORD`): ``admin``; ``supervisor`` (the whole street);
 ``sup-<community>`` per community; ``pipeline`` (uploads only); a grid worker per grid, ``worker`` for the
 first grid and ``gw<community><grid>`` (e.g. ``gw001002``) for the others, named after the grid's worker in
-the boundary data, each the backup of the next grid in the same community. Demo cases are seeded through
+the boundary data, each the backup of the previous grid in the same community (and able to see it). Demo cases are seeded through
 the same path as real ones (reports by grid workers, then workflow actions by the people allowed to take
 them), dated over the past 30 days so the indicators have something to show. Re-running changes nothing:
 accounts are upserted and cases carry a ``source_ref``.
@@ -50,8 +50,8 @@ def seed_accounts(service: Service) -> dict[str, int]:
     for community, rows in grids.groupby("parent_code", sort=True):
         codes = rows["code"].tolist()
         for i, (code, worker) in enumerate(zip(codes, rows["worker"])):
-            backup_grid = codes[(i + 1) % len(codes)]
-            put(grid_username(code, first), "grid_worker", [code, backup_grid], worker or code)
+            backed_up = codes[i - 1]  # each worker is the backup of the previous grid in the community
+            put(grid_username(code, first), "grid_worker", sorted({code, backed_up}), worker or code)
         for i, code in enumerate(codes):
             assignments.append((code, grid_username(code, first),
                                 grid_username(codes[(i + 1) % len(codes)], first) if len(codes) > 1 else None))

@@ -24,3 +24,11 @@ class RasterError(InspectionError):
 
 class DetectorError(InspectionError):
     """Unknown detector name or inputs a detector cannot compare (different sizes, not RGB)."""
+
+
+class WorkflowError(InspectionError):
+    """A case transition that the case's state or the actor's role does not allow."""
+
+
+class TaxonomyError(InspectionError):
+    """A category file that is malformed, or an unknown category code."""

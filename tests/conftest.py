@@ -193,3 +193,71 @@ def fresh_store_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> I
         yield url
     finally:
         admin.drop_database(name)
+
+
+# ------------------------------------------------------------------------------------ the service's tests
+
+
+
+
+def _seed_demo(url: str, data_dir) -> None:
+    """Import the committed demo street and create the demo accounts (no demo cases: tests make their own)."""
+    from api.demo import seed_accounts
+    from api.service import Service
+    from api.settings import Settings
+    from gridmap.io import read_units
+    from storage import open_store
+
+    boundaries = Path(__file__).resolve().parent.parent / "data" / "boundaries"
+    files = (("street", "demo-street"), ("community", "demo-communities"), ("grid", "demo-grids"),
+             ("courtyard", "demo-courtyards"), ("building", "demo-buildings"))
+    with open_store(url) as opened:
+        for level, name in files:
+            opened.put_units(read_units(boundaries / f"{name}.geojson", level).units)
+        seed_accounts(Service(opened, Settings(database_url=url, data_dir=str(data_dir))))
+
+
+@pytest.fixture(scope="session")
+def demo_sqlite_template(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("demo-template")
+    path = directory / "demo.db"
+    _seed_demo(f"sqlite:///{path}", directory / "data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_postgis_template(postgres_admin: PostgresAdmin, tmp_path_factory) -> Iterator[str]:
+    name = postgres_admin.new_name() + "_demo"
+    url = postgres_admin.create_database(name)
+    try:
+        _seed_demo(url, tmp_path_factory.mktemp("demo-template-pg"))
+        yield name
+    finally:
+        postgres_admin.drop_database(name)
+
+
+@pytest.fixture
+def demo_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A store of ``backend`` holding the demo street and its accounts, private to this test."""
+    if backend == "sqlite":
+        import shutil
+
+        target = tmp_path / "demo.db"
+        shutil.copyfile(request.getfixturevalue("demo_sqlite_template"), target)
+        yield f"sqlite:///{target}"
+        return
+    from psycopg2 import sql
+
+    template = request.getfixturevalue("demo_postgis_template")
+    admin: PostgresAdmin = request.getfixturevalue("postgres_admin")
+    name = admin.new_name()
+    conn = admin.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
+    finally:
+        conn.close()
+    try:
+        yield admin.database_url(name)
+    finally:
+        admin.drop_database(name)

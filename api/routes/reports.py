@@ -28,8 +28,8 @@ async def file_report(report: str = Form(..., max_length=10_000), photos: list[U
         body = ReportIn.model_validate_json(report)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "report"
-        raise InvalidInputError(f"report: {where}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInputError(f"report{'.' + where if where else ''}: {first['msg']}") from None
     svc.require(who, "grid_worker", "supervisor", "admin", doing="file field reports")
     data = [await _read_photo(p, svc.settings.max_photo_bytes) for p in photos]
     stored, case, outcome = svc.file_report(who, body.model_dump(), data)
