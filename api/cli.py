@@ -539,3 +539,7 @@ def worker_command(once, scheduler, dask_workers):
                 click.echo(f"job {job['id']}: {job['state']}" + (f" ({job['error']})" if job["error"] else ""))
         else:
             runner.run_forever()
+
+
+if __name__ == "__main__":
+    main()
