@@ -28,7 +28,7 @@ def batch_status(batch_id: str, who: dict = Depends(account), up: Uploads = Depe
 
 
 @router.patch("/uploads/{batch_id}/files/{name}", summary="Send a chunk of a file from Upload-Offset",
-              openapi_extra={"requestBody": {"content": {"application/offset+octet-stream": {"schema": {
+              openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {
                   "type": "string", "format": "binary"}}}, "required": True}})
 async def put_chunk(batch_id: str, name: str, request: Request,
                     upload_offset: str = Header(..., alias="Upload-Offset", max_length=20),
