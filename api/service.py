@@ -38,6 +38,7 @@ from inspection.dispatch import Worker, choose_assignee
 from inspection.errors import ImageError
 from inspection.photos import read_photo
 from inspection.taxonomy import ILLEGAL_CONSTRUCTION, load_taxonomy
+from storage.records import Step
 
 ROLES = ("grid_worker", "supervisor", "pipeline", "admin")
 #: A report within this distance of an open case of the same category joins that case.
@@ -172,15 +173,16 @@ class Service:
 
     # ------------------------------------------------------------------------------------------- photos
 
-    def store_photo(self, data: bytes) -> dict:
-        """Check a photo (an image, not too big, not a decompression bomb), keep it by content hash."""
+    def store_photo(self, data: bytes, *, record: bool = True) -> dict:
+        """Check a photo (an image, not too big, not a decompression bomb), keep its file by content hash and
+        (``record``) its row; a report records its photos' rows in its own transaction instead."""
         if len(data) > self.settings.max_photo_bytes:
             raise PayloadTooLargeError(f"photo of {len(data):,} bytes exceeds the limit of "
                                        f"{self.settings.max_photo_bytes:,} bytes")
         if not data:
             raise InvalidInputError("photo is empty")
         try:
-            info = read_photo(data, max_pixels=self.settings.max_photo_pixels)
+            info = read_photo(data, max_pixels=self.settings.max_photo_pixels, reduced=True)
         except ImageError as error:
             raise InvalidInputError(f"photo refused: {error}") from None
         except Exception as error:  # noqa: BLE001 - EXIF readers raise many types; the photo is still refused
@@ -194,7 +196,8 @@ class Service:
                 "make": info.make, "model": info.model}
         meta = {"sha256": info.sha256, "bytes": len(data), "width": info.width, "height": info.height,
                 "format": _image_format(data), "exif": exif}
-        self.store.put_photo(meta)
+        if record:
+            self.store.put_photo(meta)
         return meta
 
     def photo_path(self, sha256: str) -> Path:
@@ -233,7 +236,7 @@ class Service:
             raise InvalidInputError(f"accuracy_m {accuracy} is not between 0 and {MAX_ACCURACY_M:g} m; "
                                     "wait for a better fix")
         lon, lat, place = self.place_point(account, report["lon"], report["lat"], report["datum"], accuracy)
-        stored_photos = [self.store_photo(data) for data in photos]
+        stored_photos = [self.store_photo(data, record=False) for data in photos]
         flags = _authenticity_flags(stored_photos, lon, lat, accuracy, observed)
         if accuracy is not None and accuracy > REVIEW_ACCURACY_M:
             flags.append({"code": "poor_accuracy", "message": f"position accurate to {accuracy:g} m only"})
@@ -245,12 +248,10 @@ class Service:
                                   attributes={"reported_by": account["username"]})
         event = {"at": now, "actor": account["username"], "role": account["role"], "action": "report",
                  "note": row["note"], "photos": row["photos"]}
-        stored, case, outcome = self.store.file_report(
+        steps = self.dispatch_steps({**new_case, "id": None, "version": 1, "dispatched_at": None})
+        return self.store.file_report(
             row, new_case=new_case, event=event, near=lambda cases: _nearest(cases, lon, lat, ATTACH_RADIUS_M),
-            search_box=_box_around(lon, lat, ATTACH_RADIUS_M))
-        if outcome == "opened":
-            case = self.dispatch(case)
-        return stored, case, outcome
+            search_box=_box_around(lon, lat, ATTACH_RADIUS_M), steps=steps, photos=stored_photos)
 
     def place_point(self, account: dict, lon: float, lat: float, datum: str, accuracy: float | None):
         if datum not in DATUMS:
@@ -315,9 +316,10 @@ class Service:
                              attributes=attributes, source_ref=source_ref)
         event = {"at": now, "actor": actor["username"], "role": actor["role"], "action": "report",
                  "note": description}
-        case, created = self.store.create_case(row, event)
-        if case["state"] in ("reported", "registered") and case["assignee"] is None:
-            case = self.dispatch(case)  # also finishes a dispatch a crash interrupted
+        steps = self.dispatch_steps({**row, "id": None, "version": 1, "dispatched_at": None})
+        case, created = self.store.create_case(row, event, steps)
+        if not created and case["state"] in ("reported", "registered") and case["assignee"] is None:
+            case = self.dispatch(case)  # nobody was available when it was filed; perhaps someone is now
         return case, created
 
     def act(self, account: dict, case_id: int, action: str, *, note: str | None = None,
@@ -341,15 +343,17 @@ class Service:
                 raise InvalidInputError(f"{assignee!r} is not a grid worker or supervisor account")
         return self._transition(case, action, actor=account, note=note, photos=list(photos), new_assignee=assignee)
 
-    def _transition(self, case: dict, action: str, *, actor: dict, note: str | None = None, photos=(),
-                    new_assignee: str | None = None, extra: dict | None = None) -> dict:
+    def _step(self, case: dict, action: str, *, actor: dict, note: str | None = None, photos=(),
+              new_assignee: str | None = None, extra: dict | None = None) -> tuple[Step, dict]:
+        """The store step for ``action`` on ``case`` (checked by the workflow table), and the case as it
+        will be after it, so steps can be chained into one transaction."""
         state = workflow.transition(case["state"], action, role=actor["role"], actor=actor["username"],
                                     assignee=case["assignee"], note=note, photos=photos, new_assignee=new_assignee)
         now = self.clock()
         changes: dict = dict(extra or {})
         stamp = {"registered": "registered_at", "handled": "handled_at", "verified": "verified_at",
                  "closed": "closed_at"}.get(state)
-        if stamp and action not in ("return",):
+        if stamp and action != "return":
             changes[stamp] = now
         if state == "dispatched" and action in ("dispatch", "redispatch", "reject", "reopen"):
             if new_assignee is not None:
@@ -360,47 +364,48 @@ class Service:
             changes["assignee"] = None
         event = {"at": now, "actor": actor["username"], "role": actor["role"], "action": action, "note": note or "",
                  "photos": list(photos)}
-        return self.store.transition_case(case["id"], version=case["version"], state=state, changes=changes,
-                                          event=event)
+        return Step(state, changes, event), {**case, **changes, "state": state}
+
+    def _transition(self, case: dict, action: str, **options) -> dict:
+        step, _ = self._step(case, action, **options)
+        return self.store.advance_case(case["id"], version=case["version"], steps=[step])
+
+    def dispatch_steps(self, case: dict) -> list[Step]:
+        """Register a reported case and send it to whoever the dispatch rule picks (:mod:`inspection.dispatch`),
+        as steps for one transaction. With nobody available it stays registered, for a supervisor."""
+        steps = []
+        if case["state"] == "reported":
+            step, case = self._step(case, "register", actor=SYSTEM)
+            steps.append(step)
+        if case["state"] != "registered" or not (case["grid"] or case["community"]):
+            return steps
+        assignee, reason = self.choose_assignee(case)
+        if assignee is not None:
+            steps.append(self._step(case, "dispatch", actor=SYSTEM, note=reason, new_assignee=assignee)[0])
+        return steps
 
     def dispatch(self, case: dict) -> dict:
-        """Register a reported case and send it to whoever the dispatch rule picks (:mod:`inspection.dispatch`).
-        With nobody available it stays registered, for a supervisor to dispatch."""
-        if case["state"] == "reported":
-            case = self._transition(case, "register", actor=SYSTEM)
-        if case["state"] != "registered" or not case["grid"] and not case["community"]:
-            return case
-        assignee, reason = self.choose_assignee(case)
-        if assignee is None:
-            return case
-        return self._transition(case, "dispatch", actor=SYSTEM, note=reason, new_assignee=assignee)
+        steps = self.dispatch_steps(case)
+        return self.store.advance_case(case["id"], version=case["version"], steps=steps) if steps else case
 
     def choose_assignee(self, case: dict, *, exclude: str | None = None) -> tuple[str | None, str]:
-        worker_name, backup_name = self.store.assignment(case["grid"]) if case["grid"] else (None, None)
-        accounts = {name: self.store.get_account(name) for name in (worker_name, backup_name) if name}
-        counts = self.store.open_case_counts(accounts)
+        responsible, backup = self.store.responsibles(case["grid"]) if case["grid"] else (None, None)
 
-        def worker(name: str | None) -> Worker | None:
-            account = accounts.get(name) if name else None
-            if account is None or name == exclude:
+        def worker(found: dict | None) -> Worker | None:
+            if found is None or found["username"] == exclude:
                 return None
-            return Worker(name, account["absent"], counts.get(name, 0), account["max_open"])
+            return Worker(found["username"], found["absent"], found["open_cases"], found["max_open"])
 
         supervisor = self.supervisor_for(case, level="community")
         if supervisor == exclude:
             supervisor = self.supervisor_for(case, level="street")
-        return choose_assignee(case["grid"] or "", responsible=worker(worker_name), backup=worker(backup_name),
+        return choose_assignee(case["grid"] or "", responsible=worker(responsible), backup=worker(backup),
                                supervisor=supervisor)
 
     def supervisor_for(self, case: dict, *, level: str) -> str | None:
         """The first supervisor (by username) whose scope holds the case's community (or street)."""
-        code = case.get(level)
-        if not code:
-            return None
-        for account in self.store.list_accounts("supervisor"):
-            if code in account["scope"] and not account["absent"]:
-                return account["username"]
-        return None
+        found = self.store.supervisors_of([case.get(level)])
+        return found[0]["username"] if found else None
 
     def escalate(self) -> list[dict]:
         """Redispatch overdue cases one level up (:func:`inspection.cases.escalation_due`): level 1 to the

@@ -417,6 +417,16 @@ class UnitLocator:
         InputError
             If a coordinate is NaN or out of range; CRSError if ``crs`` is not a lon/lat system above.
         """
+        lon, lat, columns, inside = self._columns(lon, lat, crs)
+        frame = pd.DataFrame({"lon": lon, "lat": lat})
+        for name, values in columns.items():
+            # Object dtype keeps None; pandas would otherwise make a string column with NaN.
+            frame[name] = pd.Series(values, dtype=object)
+        frame["inside"] = inside
+        return frame
+
+    def _columns(self, lon, lat, crs: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """WGS84 lon, lat, the unit code columns and ``inside``, as arrays (what :meth:`locate` tabulates)."""
         lon, lat = (a.ravel() for a in np.broadcast_arrays(np.asarray(lon, float), np.asarray(lat, float)))
         to_wgs84 = _converter_to_wgs84(crs)
         _check_lonlat(lon, lat)
@@ -437,18 +447,15 @@ class UnitLocator:
             "courtyard": self._codes["courtyard"][found["courtyard"]],
             "worker": self._worker[grid],
         }
-        frame = pd.DataFrame({"lon": lon, "lat": lat})
-        for name, values in columns.items():
-            # Object dtype keeps None; pandas would otherwise make a string column with NaN.
-            frame[name] = pd.Series(values, dtype=object)
-        frame["inside"] = in_grid | (community >= 0) | (found["street"] >= 0)
-        return frame
+        inside = in_grid | (community >= 0) | (found["street"] >= 0)
+        return lon, lat, columns, inside
 
     def locate_one(self, lon: float, lat: float, *, crs: str = "wgs84") -> dict:
-        """Units at one point, as a dict with the columns of :meth:`locate` as keys."""
-        row = self.locate([lon], [lat], crs=crs).iloc[0]
-        found = {name: row[name] for name in ("street", "community", "grid", "courtyard", "worker")}
-        return {"lon": float(row["lon"]), "lat": float(row["lat"]), **found, "inside": bool(row["inside"])}
+        """Units at one point, as a dict with the columns of :meth:`locate` as keys (without building a
+        table: a service locates one report at a time)."""
+        x, y, columns, inside = self._columns([lon], [lat], crs)
+        return {"lon": float(x[0]), "lat": float(y[0]), **{k: v[0] for k, v in columns.items()},
+                "inside": bool(inside[0])}
 
 
 def _check_lonlat(lon: np.ndarray, lat: np.ndarray) -> None:

@@ -76,6 +76,15 @@ class Dialect:
         return statement.replace("%", "%%").replace("?", self.placeholder)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One move of a case: the state it goes to, the columns that change, and its audit event."""
+
+    state: str
+    changes: dict
+    event: dict
+
+
 class Tx:
     """One transaction's cursor, speaking ``?`` placeholders whatever the backend."""
 
@@ -263,6 +272,27 @@ class Records:
             row = tx.one('SELECT "worker", "backup" FROM "grid_assignments" WHERE "grid_code" = ?', [grid_code])
         return (None, None) if row is None else (row[0], row[1])
 
+    def responsibles(self, grid_code: str) -> tuple[dict | None, dict | None]:
+        """The grid's responsible worker and backup as ``{username, absent, max_open, open_cases}`` (None where
+        there is none), in one query: what the dispatch rule needs."""
+        states = ", ".join("?" for _ in _OPEN_STATES)
+        with self._tx("responsibles") as tx:
+            rows = tx.all(
+                'SELECT g."worker", g."backup", a."username", a."absent", a."max_open", '
+                f'(SELECT count(*) FROM "cases" c WHERE c."assignee" = a."username" AND c."state" IN ({states})) '
+                'FROM "grid_assignments" g JOIN "accounts" a ON a."username" IN (g."worker", g."backup") '
+                'WHERE g."grid_code" = ?', [*_OPEN_STATES, grid_code])
+        found = {r[2]: {"username": r[2], "absent": bool(r[3]), "max_open": int(r[4]), "open_cases": int(r[5])}
+                 for r in rows}
+        if not rows:
+            return None, None
+        return found.get(rows[0][0]), found.get(rows[0][1])
+
+    def supervisors_of(self, codes: Iterable[str]) -> list[dict]:
+        """Supervisor accounts present (not absent) whose scope names one of ``codes``, by username."""
+        wanted = set(c for c in codes if c)
+        return [a for a in self.list_accounts("supervisor") if not a["absent"] and wanted & set(a["scope"])]
+
     def open_case_counts(self, usernames: Iterable[str]) -> dict[str, int]:
         names = sorted({u for u in usernames if u})
         if not names:
@@ -280,10 +310,14 @@ class Records:
     def put_photo(self, photo: dict) -> bool:
         """Record a photo by its SHA-256 (``sha256, bytes, width, height, format, exif``); False if known."""
         with self._tx("put_photo") as tx:
-            row = tx.one('INSERT INTO "photos" ("sha256", "bytes", "width", "height", "format", "exif", "created_at") '
-                         'VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("sha256") DO NOTHING RETURNING "sha256"',
-                         [photo["sha256"], photo["bytes"], photo["width"], photo["height"], photo["format"],
-                          photo.get("exif", {}), datetime.now(timezone.utc)])
+            return self._put_photo(tx, photo)
+
+    @staticmethod
+    def _put_photo(tx: Tx, photo: dict) -> bool:
+        row = tx.one('INSERT INTO "photos" ("sha256", "bytes", "width", "height", "format", "exif", "created_at") '
+                     'VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT ("sha256") DO NOTHING RETURNING "sha256"',
+                     [photo["sha256"], photo["bytes"], photo["width"], photo["height"], photo["format"],
+                      photo.get("exif", {}), datetime.now(timezone.utc)])
         return row is not None
 
     def get_photo(self, sha256: str) -> dict | None:
@@ -297,17 +331,18 @@ class Records:
 
     # ---------------------------------------------------------------------------------------------- cases
 
-    def create_case(self, case: dict, event: dict) -> tuple[dict, bool]:
-        """Insert a case and its first audit event in one transaction.
+    def create_case(self, case: dict, event: dict, steps: Sequence[Step] = ()) -> tuple[dict, bool]:
+        """Insert a case and its first audit event, then apply ``steps`` (see :meth:`advance_case`), all in
+        one transaction.
 
         ``case`` holds the columns of ``cases`` (no id/version); ``event`` the event's ``at, actor, role,
         action, note, photos``. With a ``source_ref`` already stored, nothing is written and the stored
         case comes back with ``False``: a candidate or hotline request files one case, however often sent.
         """
         with self._tx("create_case") as tx:
-            return self._create_case(tx, case, event)
+            return self._create_case(tx, case, event, steps)
 
-    def _create_case(self, tx: Tx, case: dict, event: dict) -> tuple[dict, bool]:
+    def _create_case(self, tx: Tx, case: dict, event: dict, steps: Sequence[Step] = ()) -> tuple[dict, bool]:
         if case.get("source_ref") is not None:
             existing = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "source_ref" = ?',
                               [case["source_ref"]])
@@ -325,8 +360,8 @@ class Records:
                               [case["source_ref"]])
             return _case(existing), False
         created = _case(row)
-        self._append_event(tx, created, None, {**event, "assignee": created["assignee"]})
-        return created, True
+        first = self._append_event(tx, created, None, {**event, "assignee": created["assignee"]})
+        return self._advance(tx, created, steps, first), True
 
     def get_case(self, case_id: int) -> dict | None:
         with self._tx("get_case") as tx:
@@ -371,36 +406,55 @@ class Records:
             return int(tx.one(sql, params)[0])
 
     def transition_case(self, case_id: int, *, version: int, state: str, changes: dict, event: dict) -> dict:
-        """Move a case to ``state`` with ``changes`` (columns of :data:`CASE_UPDATABLE`) and append ``event``
-        (``at, actor, role, action, note, photos``), atomically, if the case is still at ``version``.
+        """One step of :meth:`advance_case`."""
+        return self.advance_case(case_id, version=version, steps=[Step(state, changes, event)])
+
+    def advance_case(self, case_id: int, *, version: int, steps: Sequence[Step]) -> dict:
+        """Apply ``steps`` to a case atomically, if it is still at ``version``: each moves it to a state with
+        changes to columns of :data:`CASE_UPDATABLE` and appends its event (``at, actor, role, action, note,
+        photos``). Several steps (register, then dispatch) are one transaction, so a case is never seen
+        half-way.
 
         Raises :class:`ConflictError` when another writer got there first, :class:`RecordNotFoundError`
         for an unknown id.
         """
-        unknown = set(changes) - CASE_UPDATABLE
-        if unknown:
-            raise StoreError(f"transition_case cannot change {', '.join(sorted(unknown))}")
-        names = sorted(changes)
-        sets = "".join(f', "{n}" = ?' for n in names)
-        with self._tx("transition_case") as tx:
-            before = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "id" = ?', [int(case_id)])
-            if before is None:
+        with self._tx("advance_case") as tx:
+            row = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "id" = ?', [int(case_id)])
+            if row is None:
                 raise RecordNotFoundError(f"no case {case_id}")
+            case = _case(row)
+            if case["version"] != version:
+                raise ConflictError(f"case {case_id} changed meanwhile (now version {case['version']}, "
+                                    f"expected {version}): reload it and try again")
+            return self._advance(tx, case, steps)
+
+    def _advance(self, tx: Tx, case: dict, steps: Sequence[Step], last: dict | None = None) -> dict:
+        for step in steps:
+            unknown = set(step.changes) - CASE_UPDATABLE
+            if unknown:
+                raise StoreError(f"a case step cannot change {', '.join(sorted(unknown))}")
+            names = sorted(step.changes)
+            sets = "".join(f', "{n}" = ?' for n in names)
             row = tx.one(
                 f'UPDATE "cases" SET "state" = ?, "updated_at" = ?, "version" = "version" + 1{sets} '
                 f'WHERE "id" = ? AND "version" = ? RETURNING {_columns(_CASE_COLUMNS)}',
-                [state, event["at"], *[changes[n] for n in names], int(case_id), int(version)])
+                [step.state, step.event["at"], *[step.changes[n] for n in names], case["id"], case["version"]])
             if row is None:
-                raise ConflictError(f"case {case_id} changed meanwhile (now version {_case(before)['version']}, "
-                                    f"expected {version}): reload it and try again")
+                raise ConflictError(f"case {case['id']} changed meanwhile: reload it and try again")
             after = _case(row)
-            self._append_event(tx, after, _case(before)["state"], {**event, "assignee": after["assignee"]})
-            return after
+            last = self._append_event(tx, after, case["state"], {**step.event, "assignee": after["assignee"]}, last)
+            case = after
+        return case
 
-    def _append_event(self, tx: Tx, case: dict, from_state: str | None, event: dict) -> dict:
-        last = tx.one('SELECT "seq", "hash" FROM "case_events" WHERE "case_id" = ? ORDER BY "seq" DESC LIMIT 1',
-                      [case["id"]])
-        seq, prev = (1, GENESIS) if last is None else (int(last[0]) + 1, last[1])
+    def _append_event(self, tx: Tx, case: dict, from_state: str | None, event: dict,
+                      last: dict | None = None) -> dict:
+        """Append ``event`` to the case's chain; ``last`` is its previous event when the caller just wrote it
+        (saves reading it back)."""
+        if last is None and from_state is not None:
+            row = tx.one('SELECT "seq", "hash" FROM "case_events" WHERE "case_id" = ? ORDER BY "seq" DESC LIMIT 1',
+                         [case["id"]])
+            last = None if row is None else {"seq": int(row[0]), "hash": row[1]}
+        seq, prev = (1, GENESIS) if last is None else (last["seq"] + 1, last["hash"])
         full = {"case_id": case["id"], "seq": seq, "at": event["at"], "actor": event["actor"], "role": event["role"],
                 "action": event["action"], "from_state": from_state, "to_state": case["state"],
                 "assignee": event.get("assignee"), "note": event.get("note") or "",
@@ -449,8 +503,11 @@ class Records:
         event: dict,
         near: Callable[[list[dict]], dict | None],
         search_box: tuple[float, float, float, float],
+        steps: Sequence[Step] = (),
+        photos: Sequence[dict] = (),
     ) -> tuple[dict, dict, str]:
-        """Store a field report and attach it to an open case or open one, in one transaction.
+        """Store a field report (and its ``photos``, as :meth:`put_photo`) and attach it to an open case or
+        open one (then apply ``steps`` to it: registration and dispatch), in one transaction.
 
         Idempotent by ``report["client_id"]``: a report sent again (an offline queue replaying, a retry
         after a lost response) returns the stored one with ``"duplicate"``. Otherwise the open cases of
@@ -473,13 +530,15 @@ class Records:
             rows = tx.all(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "category" = ? AND "state" IN '
                           f'({states}) AND "lat" BETWEEN ? AND ? AND "lon" BETWEEN ? AND ? ORDER BY "id"',
                           [report["category"], *_OPEN_STATES, miny, maxy, minx, maxx])
+            for photo in photos:
+                self._put_photo(tx, photo)
             joined = near([_case(r) for r in rows])
             if joined is not None:
                 case, outcome = joined, "attached"
                 self._append_event(tx, case, case["state"], {**event, "action": "attach_report",
                                                              "assignee": case["assignee"]})
             else:
-                case, _ = self._create_case(tx, new_case, event)
+                case, _ = self._create_case(tx, new_case, event, steps)
                 outcome = "opened"
             names = [c for c in _REPORT_COLUMNS if c != "id"]
             values = {**report, "case_id": case["id"]}

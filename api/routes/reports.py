@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 
@@ -32,17 +34,16 @@ async def file_report(report: str = Form(..., max_length=10_000), photos: list[U
         raise InvalidInputError(f"report{'.' + where if where else ''}: {first['msg']}") from None
     svc.require(who, "grid_worker", "supervisor", "admin", doing="file field reports")
     data = [await _read_photo(p, svc.settings.max_photo_bytes) for p in photos]
-    stored, case, outcome = svc.file_report(who, body.model_dump(), data)
+    # The service blocks (database, disk): run it in the thread pool, never on the event loop.
+    stored, case, outcome = await run_in_threadpool(svc.file_report, who, body.model_dump(), data)
     payload = {"report": stored, "case": case, "outcome": outcome}
-    from fastapi.encoders import jsonable_encoder
-
     return JSONResponse(jsonable_encoder(payload), status_code=200 if outcome == "duplicate" else 201)
 
 
 @router.post("/photos", status_code=201, summary="Upload a photo (for a verification); returns its sha256")
 async def upload_photo(photo: UploadFile = File(...), who: dict = Depends(account), svc: Service = Depends(service)):
     svc.require(who, "grid_worker", "supervisor", "admin", doing="upload photos")
-    return svc.store_photo(await _read_photo(photo, svc.settings.max_photo_bytes))
+    return await run_in_threadpool(svc.store_photo, await _read_photo(photo, svc.settings.max_photo_bytes))
 
 
 @router.get("/photos/{sha256}", summary="A stored photo", response_class=FileResponse)
