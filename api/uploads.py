@@ -8,9 +8,10 @@ Protocol (in the spirit of tus.io, over plain HTTP):
 2. ``PATCH /uploads/{batch}/files/{name}`` with header ``Upload-Offset: N`` and the bytes from N on (any chunk
    size up to :data:`MAX_CHUNK_BYTES`), optionally ``Upload-Checksum: sha256 <hex>`` for the chunk. The
    server's offset is the length of what it holds; a chunk at another offset is refused with 409 and the
-   current offset, so the client resumes from there. A chunk is streamed to a temporary file, checked (its
-   hash, the declared size) and only then appended: a refused chunk leaves nothing behind. When the last
-   byte arrives the whole file is checked against its declared SHA-256; a mismatch discards it (422).
+   current offset, so the client resumes from there. A chunk is appended as it streams in (one writer per
+   file, by an exclusive ``flock``) and cut off again if it turns out bad (its hash, the declared size, a
+   dropped connection): a refused chunk leaves nothing behind. When the last byte arrives the whole file is
+   checked against its declared SHA-256 (hashed as it arrived); a mismatch discards it (422).
 3. ``POST /uploads/{batch}/complete`` queues the batch's job once every file is complete.
 
 Files are content-addressed: a completed file is hard-linked into ``blobs/<sha256>``, and a later manifest
@@ -20,10 +21,10 @@ Memory stays bounded whatever the file size: bodies are streamed in 1 MiB pieces
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -38,13 +39,8 @@ BATCH_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_CHUNK_BYTES = 64 * 1024**2
 _PIECE = 1024 * 1024
-_locks: dict[tuple[str, str], threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def _lock(batch_id: str, name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault((batch_id, name), threading.Lock())
+#: (data root, batch, file) -> (bytes hashed, running SHA-256): saves re-reading a file to check it.
+_running: dict[tuple[str, str, str], tuple[int, object]] = {}
 
 
 class Uploads:
@@ -136,47 +132,61 @@ class Uploads:
         expected_chunk = _parse_checksum(checksum)
         directory = self.root / batch_id
         final, part = directory / name, directory / f"{name}.part"
-        tmp = directory / f".{name}.{uuid.uuid4().hex}.chunk"
-        try:
-            # Receive into a private file first: the chunk is judged whole before it touches the upload.
-            digest, length = hashlib.sha256(), 0
-            with open(tmp, "wb") as out:
+        if final.exists():
+            return self._file_status(entry, entry["size"])
+        with open(part, "ab") as out:
+            try:  # one writer per file, across server processes too
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConflictingStateError(f"another chunk of {name} is being received; retry shortly") from None
+            current = os.fstat(out.fileno()).st_size
+            if offset != current:
+                raise ConflictingStateError(f"{name}: Upload-Offset {offset} but the server holds {current} bytes; "
+                                            f"resume from {current}")
+            whole = self._running_hash(batch_id, name, current)
+            chunk, length = hashlib.sha256(), 0
+            try:
                 async for piece in body:
                     length += len(piece)
-                    if length > MAX_CHUNK_BYTES or offset + length > entry["size"]:
-                        raise PayloadTooLargeError(
-                            f"chunk runs past the end of {name} ({entry['size']:,} bytes) or over "
-                            f"{MAX_CHUNK_BYTES:,} bytes" if offset + length > entry["size"] else
-                            f"chunk over {MAX_CHUNK_BYTES:,} bytes; send smaller chunks")
-                    digest.update(piece)
+                    if offset + length > entry["size"]:
+                        raise PayloadTooLargeError(f"chunk runs past the end of {name} ({entry['size']:,} bytes)")
+                    if length > MAX_CHUNK_BYTES:
+                        raise PayloadTooLargeError(f"chunk over {MAX_CHUNK_BYTES:,} bytes; send smaller chunks")
+                    chunk.update(piece)
+                    if whole is not None:
+                        whole.update(piece)
                     out.write(piece)
-            if expected_chunk is not None and digest.hexdigest() != expected_chunk:
-                raise InvalidInputError(f"chunk of {name} at offset {offset} does not match its Upload-Checksum; "
-                                        "nothing was kept, send it again")
-            with _lock(batch_id, name):
-                if final.exists():
-                    return self._file_status(entry, entry["size"])
-                current = part.stat().st_size if part.exists() else 0
-                if offset != current:
-                    raise ConflictingStateError(f"{name}: Upload-Offset {offset} but the server holds {current} "
-                                                f"bytes; resume from {current}")
-                with open(part, "ab") as out, open(tmp, "rb") as chunk:
-                    while data := chunk.read(_PIECE):
-                        out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                current += length
-                if current == entry["size"]:
-                    self._finish_file(part, final, entry)
-                return self._file_status(entry, current)
-        finally:
-            tmp.unlink(missing_ok=True)
+                if expected_chunk is not None and chunk.hexdigest() != expected_chunk:
+                    raise InvalidInputError(f"chunk of {name} at offset {offset} does not match its Upload-Checksum; "
+                                            "nothing was kept, send it again")
+            except BaseException:
+                # A refused or broken chunk leaves the file as it was: the client resumes from ``current``.
+                out.flush()
+                out.truncate(current)
+                _running.pop((str(self.root), batch_id, name), None)
+                raise
+            out.flush()
+            received = current + length
+            if whole is not None:
+                _running[(str(self.root), batch_id, name)] = (received, whole)
+            if received == entry["size"]:
+                os.fsync(out.fileno())
+                self._finish_file(part, final, entry, _running.pop((str(self.root), batch_id, name), (0, None))[1])
+            return self._file_status(entry, received)
 
-    def _finish_file(self, part: Path, final: Path, entry: dict) -> None:
-        digest = hashlib.sha256()
-        with open(part, "rb") as data:
-            while piece := data.read(_PIECE):
-                digest.update(piece)
+    def _running_hash(self, batch_id: str, name: str, offset: int):
+        """The file's SHA-256 so far, kept between chunks in this process (None: re-read at the end)."""
+        if offset == 0:
+            return hashlib.sha256()
+        known = _running.get((str(self.root), batch_id, name))
+        return known[1] if known and known[0] == offset else None
+
+    def _finish_file(self, part: Path, final: Path, entry: dict, digest) -> None:
+        if digest is None:
+            digest = hashlib.sha256()
+            with open(part, "rb") as data:
+                while piece := data.read(_PIECE):
+                    digest.update(piece)
         if digest.hexdigest() != entry["sha256"]:
             part.unlink()
             raise InvalidInputError(f"{entry['name']} does not match its declared SHA-256 once complete; it was "
