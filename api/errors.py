@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gridmap.errors import GridmapError, TooLargeError
 from inspection.errors import ImageError, InspectionError, MetadataError, TaxonomyError, WorkflowError
-from storage.errors import StoreConfigError, StoreError
+from storage.errors import InvalidValueError, StoreConfigError, StoreError
 from storage.records import ConflictError, RecordNotFoundError
 
 log = logging.getLogger("gridmap.api")
@@ -80,6 +80,8 @@ def status_of(error: Exception) -> int:
         return 409
     if isinstance(error, RecordNotFoundError):
         return 404
+    if isinstance(error, InvalidValueError):
+        return 422
     if isinstance(error, StoreConfigError):
         return 503
     if isinstance(error, StoreError):

@@ -47,3 +47,8 @@ class ChildrenExistError(StoreError):
 
 class UnitNotFoundError(StoreError):
     """A unit that was asked for by code is not stored (reserved for callers that need one unit)."""
+
+
+class InvalidValueError(StoreError):
+    """A value no database column can hold (text with a NUL character, an integer beyond 64 bits): bad input,
+    refused before it reaches the driver."""

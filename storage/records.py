@@ -25,7 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from storage.errors import StoreError
+from storage.errors import InvalidValueError, StoreError
 
 GENESIS = "0" * 64
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True)
@@ -44,6 +44,7 @@ _JOB_COLUMNS = ("id", "kind", "batch_id", "state", "attempts", "lease_owner", "l
                 "error", "created_at", "updated_at")
 _ACCOUNT_COLUMNS = ("username", "role", "display_name", "password_hash", "scope", "absent", "max_open", "created_at")
 _OPEN_STATES = ("reported", "registered", "dispatched", "handled", "verified")
+_INT64 = 2**63 - 1
 
 
 class ConflictError(StoreError):
@@ -105,6 +106,10 @@ class Tx:
         return self._cursor.fetchone()
 
     def _value(self, value: object) -> object:
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidValueError(f"text {value[:20]!r}… contains a NUL character")
+        if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 - 1 <= value <= _INT64:
+            raise InvalidValueError(f"number {value} is out of range")
         if isinstance(value, datetime):
             return encode_time(value) if self._dialect.times_as_text else _utc(value)
         if isinstance(value, (dict, list)):
@@ -148,6 +153,12 @@ def _row(columns: Sequence[str], values: Sequence[object], *, times=(), jsons=()
     for key in bools:
         row[key] = bool(row[key])
     return row
+
+
+def _id(value) -> int | None:
+    """A record id as the database can hold it; None for one no row can have (out of int64 range)."""
+    number = int(value)
+    return number if 0 < number <= _INT64 else None
 
 
 def _case(values) -> dict:
@@ -364,6 +375,8 @@ class Records:
         return self._advance(tx, created, steps, first), True
 
     def get_case(self, case_id: int) -> dict | None:
+        if _id(case_id) is None:
+            return None
         with self._tx("get_case") as tx:
             row = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "id" = ?', [int(case_id)])
         return None if row is None else _case(row)
@@ -418,6 +431,8 @@ class Records:
         Raises :class:`ConflictError` when another writer got there first, :class:`RecordNotFoundError`
         for an unknown id.
         """
+        if _id(case_id) is None:
+            raise RecordNotFoundError(f"no case {case_id}")
         with self._tx("advance_case") as tx:
             row = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "id" = ?', [int(case_id)])
             if row is None:
@@ -476,6 +491,8 @@ class Records:
             return self._append_event(tx, case, case["state"], {**event, "assignee": case["assignee"]})
 
     def case_events(self, case_id: int) -> list[dict]:
+        if _id(case_id) is None:
+            return []
         with self._tx("case_events") as tx:
             rows = tx.all(f'SELECT {_columns(_EVENT_COLUMNS)} FROM "case_events" WHERE "case_id" = ? ORDER BY "seq"',
                           [int(case_id)])
@@ -662,6 +679,8 @@ class Records:
             raise ConflictError(f"job {job_id} is no longer leased to {owner}")
 
     def get_job(self, job_id: int) -> dict | None:
+        if _id(job_id) is None:
+            return None
         with self._tx("get_job") as tx:
             row = tx.one(f'SELECT {_columns(_JOB_COLUMNS)} FROM "jobs" WHERE "id" = ?', [int(job_id)])
         return None if row is None else _job(row)
@@ -713,5 +732,5 @@ def _case_filters(*, states=None, scope=None, assignee=None, category=None, sour
         clauses.append('"deadline_at" < ?')
         params.append(deadline_before)
     if ids is not None:
-        one_of('"id"', [int(i) for i in ids])
+        one_of('"id"', [i for i in (_id(v) for v in ids) if i is not None])
     return clauses, params
