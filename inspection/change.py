@@ -21,6 +21,7 @@ Pure library code: no I/O except :func:`write_change_mask`, no global state exce
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,9 @@ class Detector(Protocol):
 
 
 DETECTORS: dict[str, Detector] = {}
+#: Detectors in modules of their own, imported on first use: ``learned`` needs its model file and OpenCV's
+#: DNN module, which the classical detectors do not.
+_LAZY = {"learned": "inspection.learned"}
 
 
 def register(detector: Detector, *, name: str | None = None) -> Detector:
@@ -91,10 +95,13 @@ def get_detector(name: str) -> Detector:
     DetectorError
         Unknown name; the message lists the known ones.
     """
+    if name in _LAZY and name not in DETECTORS:
+        importlib.import_module(_LAZY[name])  # registers itself; kept out of this module's imports (no cycle)
     try:
         return DETECTORS[name]
     except (KeyError, TypeError):
-        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(sorted(DETECTORS))}") from None
+        known = sorted({*DETECTORS, *_LAZY})
+        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(known)}") from None
 
 
 def check_pair(before: np.ndarray, after: np.ndarray) -> None:

@@ -304,20 +304,6 @@ class Records:
         wanted = set(c for c in codes if c)
         return [a for a in self.list_accounts("supervisor") if not a["absent"] and wanted & set(a["scope"])]
 
-    def open_case_counts(self, usernames: Iterable[str]) -> dict[str, int]:
-        names = sorted({u for u in usernames if u})
-        if not names:
-            return {}
-        marks = ", ".join("?" for _ in names)
-        states = ", ".join("?" for _ in _OPEN_STATES)
-        with self._tx("open_case_counts") as tx:
-            rows = tx.all(f'SELECT "assignee", count(*) FROM "cases" WHERE "assignee" IN ({marks}) '
-                          f'AND "state" IN ({states}) GROUP BY "assignee"', [*names, *_OPEN_STATES])
-        found = {name: int(n) for name, n in rows}
-        return {name: found.get(name, 0) for name in names}
-
-    # --------------------------------------------------------------------------------------------- photos
-
     def put_photo(self, photo: dict) -> bool:
         """Record a photo by its SHA-256 (``sha256, bytes, width, height, format, exif``); False if known."""
         with self._tx("put_photo") as tx:
@@ -481,15 +467,6 @@ class Records:
                [full[n] for n in names])
         return full
 
-    def add_case_event(self, case_id: int, event: dict) -> dict:
-        """Append an event that does not change the state (a report attached, a comment)."""
-        with self._tx("add_case_event") as tx:
-            row = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "id" = ?', [int(case_id)])
-            if row is None:
-                raise RecordNotFoundError(f"no case {case_id}")
-            case = _case(row)
-            return self._append_event(tx, case, case["state"], {**event, "assignee": case["assignee"]})
-
     def case_events(self, case_id: int) -> list[dict]:
         if _id(case_id) is None:
             return []
@@ -497,20 +474,6 @@ class Records:
             rows = tx.all(f'SELECT {_columns(_EVENT_COLUMNS)} FROM "case_events" WHERE "case_id" = ? ORDER BY "seq"',
                           [int(case_id)])
         return [_event(r) for r in rows]
-
-    def all_case_events(self, case_ids: Iterable[int] | None = None) -> list[dict]:
-        clause, params = "", []
-        if case_ids is not None:
-            ids = [int(i) for i in case_ids]
-            if not ids:
-                return []
-            clause, params = f'WHERE "case_id" IN ({", ".join("?" for _ in ids)})', ids
-        with self._tx("all_case_events") as tx:
-            rows = tx.all(f'SELECT {_columns(_EVENT_COLUMNS)} FROM "case_events" {clause} ORDER BY "case_id", "seq"',
-                          params)
-        return [_event(r) for r in rows]
-
-    # -------------------------------------------------------------------------------------------- reports
 
     def file_report(
         self,

@@ -94,6 +94,12 @@ def test_login_refusals_are_401_with_a_reason(api):
     assert api.get("/me", "gw001002").json()["scope"] == [FIRST_GRID, SECOND_GRID]
 
 
+def test_logout_ends_every_session(api):
+    first, second = (api.service.issue_token("sup001")["access_token"] for _ in range(2))
+    assert api.client.post("/auth/logout", headers={"Authorization": f"Bearer {first}"}).json() == {"revoked": 2}
+    assert api.client.get("/me", headers={"Authorization": f"Bearer {second}"}).status_code == 401
+
+
 def test_expired_token_is_refused(api):
     token = api.service.issue_token("supervisor")["access_token"]
     headers = {"Authorization": f"Bearer {token}"}

@@ -18,7 +18,8 @@ def run(tmp_path):
     """Run ``gridmap ARGS`` against a fresh store (SQLite unless a test passes ``url``)."""
 
     def invoke(*args, url=None):
-        env = {"GRIDMAP_DATABASE_URL": url or f"sqlite:///{tmp_path / 'gridmap.db'}"}
+        env = {"GRIDMAP_DATABASE_URL": url or f"sqlite:///{tmp_path / 'gridmap.db'}",
+               "GRIDMAP_DATA_DIR": str(tmp_path / "data")}
         return CliRunner(env=env).invoke(main, [str(a) for a in args])
 
     invoke.url = f"sqlite:///{tmp_path / 'gridmap.db'}"
@@ -129,7 +130,8 @@ def test_convert_gcj02_file_to_wgs84(run, tmp_path):
 def demo_store(tmp_path_factory):
     directory = tmp_path_factory.mktemp("demo")
     url = f"sqlite:///{directory / 'gridmap.db'}"
-    result = CliRunner(env={"GRIDMAP_DATABASE_URL": url}).invoke(main, ["demo", "--dir", str(directory)])
+    env = {"GRIDMAP_DATABASE_URL": url, "GRIDMAP_DATA_DIR": str(directory / "data")}
+    result = CliRunner(env=env).invoke(main, ["demo", "--dir", str(directory)])
     assert result.exit_code == 0, result.output
     return url, directory, result.output
 

@@ -19,3 +19,8 @@ def login(body: Login, svc: Service = Depends(service)) -> dict:
 @router.get("/me", summary="The calling account")
 def me(who: dict = Depends(account)) -> dict:
     return {k: who[k] for k in ("username", "role", "display_name", "scope", "absent")}
+
+
+@router.post("/auth/logout", summary="End every session of the calling account (all its tokens)")
+def logout(who: dict = Depends(account), svc: Service = Depends(service)) -> dict:
+    return {"revoked": svc.store.revoke_tokens(who["username"])}
