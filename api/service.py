@@ -28,7 +28,7 @@ from geopandas import GeoSeries
 from shapely import Point
 
 from api.errors import AuthError, ForbiddenError, InvalidInputError, NotFoundError, PayloadTooLargeError
-from api.security import hash_password, new_token, token_hash, verify_password
+from api.security import new_token, token_hash, verify_password
 from api.settings import Settings
 from gridmap.crs import bd09_to_wgs84, gcj02_to_wgs84, metric_crs, wgs84_to_gcj02
 from gridmap.files import atomic_path
@@ -40,7 +40,6 @@ from inspection.photos import read_photo
 from inspection.taxonomy import ILLEGAL_CONSTRUCTION, load_taxonomy
 from storage.records import Step
 
-ROLES = ("grid_worker", "supervisor", "pipeline", "admin")
 #: A report within this distance of an open case of the same category joins that case.
 ATTACH_RADIUS_M = 50.0
 #: Most a grid worker's position may stray outside their grids (its accuracy, capped at this).
@@ -69,7 +68,11 @@ def utcnow() -> datetime:
 
 
 class Service:
-    """One per process: the store, the settings, the taxonomy and the unit locator."""
+    """One per process: the store, the settings, the taxonomy and the unit locator.
+
+    The units (street to courtyard) are read once, at first use: restart the service after importing new
+    boundaries.
+    """
 
     def __init__(self, store, settings: Settings, *, clock=utcnow) -> None:
         self.store = store
@@ -105,22 +108,7 @@ class Service:
                 self._locator = UnitLocator(units)
                 self._units = units
 
-    def refresh_units(self) -> None:
-        with self._units_lock:
-            self._units = self._locator = None
-
     # ---------------------------------------------------------------------------------- accounts, tokens
-
-    def create_account(self, username: str, password: str, role: str, *, display_name: str = "",
-                       scope: list[str] | None = None, max_open: int = 30) -> dict:
-        if role not in ROLES:
-            raise InvalidInputError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
-        try:
-            hashed = hash_password(password)
-        except ValueError as error:
-            raise InvalidInputError(str(error)) from None
-        return self.store.put_account({"username": username, "role": role, "display_name": display_name,
-                                       "password_hash": hashed, "scope": scope or [], "max_open": max_open})
 
     def issue_token(self, username: str) -> dict:
         account = self.store.get_account(username)
@@ -388,17 +376,15 @@ class Service:
         steps = self.dispatch_steps(case)
         return self.store.advance_case(case["id"], version=case["version"], steps=steps) if steps else case
 
-    def choose_assignee(self, case: dict, *, exclude: str | None = None) -> tuple[str | None, str]:
+    def choose_assignee(self, case: dict) -> tuple[str | None, str]:
         responsible, backup = self.store.responsibles(case["grid"]) if case["grid"] else (None, None)
 
         def worker(found: dict | None) -> Worker | None:
-            if found is None or found["username"] == exclude:
+            if found is None:
                 return None
             return Worker(found["username"], found["absent"], found["open_cases"], found["max_open"])
 
-        supervisor = self.supervisor_for(case, level="community")
-        if supervisor == exclude:
-            supervisor = self.supervisor_for(case, level="street")
+        supervisor = self.supervisor_for(case, level="community") or self.supervisor_for(case, level="street")
         return choose_assignee(case["grid"] or "", responsible=worker(responsible), backup=worker(backup),
                                supervisor=supervisor)
 

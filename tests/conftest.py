@@ -246,10 +246,18 @@ def demo_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator
         shutil.copyfile(request.getfixturevalue("demo_sqlite_template"), target)
         yield f"sqlite:///{target}"
         return
+    admin: PostgresAdmin = request.getfixturevalue("postgres_admin")
+    name = copy_demo_database(admin, request.getfixturevalue("demo_postgis_template"))
+    try:
+        yield admin.database_url(name)
+    finally:
+        admin.drop_database(name)
+
+
+def copy_demo_database(admin: PostgresAdmin, template: str) -> str:
+    """A new database copied from the demo template (CREATE DATABASE ... TEMPLATE: fast); its name."""
     from psycopg2 import sql
 
-    template = request.getfixturevalue("demo_postgis_template")
-    admin: PostgresAdmin = request.getfixturevalue("postgres_admin")
     name = admin.new_name()
     conn = admin.connect()
     try:
@@ -257,7 +265,4 @@ def demo_url(backend: str, tmp_path, request: pytest.FixtureRequest) -> Iterator
             cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
     finally:
         conn.close()
-    try:
-        yield admin.database_url(name)
-    finally:
-        admin.drop_database(name)
+    return name

@@ -172,16 +172,9 @@ def test_a_killed_worker_finishes_the_job_without_duplicates(postgres_admin, req
 
 def _another_demo_db(request) -> str:
     """A private PostGIS copy of the demo store, dropped after the test."""
-    from psycopg2 import sql
+    from conftest import copy_demo_database
 
     admin = request.getfixturevalue("postgres_admin")
-    template = request.getfixturevalue("demo_postgis_template")
-    name = admin.new_name()
-    conn = admin.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template)))
-    finally:
-        conn.close()
+    name = copy_demo_database(admin, request.getfixturevalue("demo_postgis_template"))
     request.addfinalizer(lambda: admin.drop_database(name))
     return admin.database_url(name)
