@@ -154,9 +154,10 @@ class PhotoInfo:
 def read_photo(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduced: bool = False) -> PhotoInfo:
     """Read a photo's metadata and size, decoding it in full to prove it is whole.
 
-    ``reduced`` decodes a JPEG at 1/8 scale (libjpeg's DCT scaling): every byte of the compressed data is
-    still read, so a truncated or corrupt file is still refused, at a tenth of the cost; for photos that
-    are kept rather than measured (field reports).
+    ``reduced`` is for photos that are kept rather than measured (field reports): a JPEG that ends with its
+    end-of-image marker is taken as whole from its headers, without decoding; one that does not (truncated,
+    or something odd) is decoded at 1/8 scale (libjpeg's DCT scaling), which still reads every byte, so a
+    truncated file is refused.
 
     The footprint is filled in when the photo gives its height above take-off (DJI XMP); otherwise call
     :func:`footprint` with a height.
@@ -381,8 +382,9 @@ def check_metadata_table(
 # --- reading ---------------------------------------------------------------------------------------------
 
 
-def _read(source: str | Path | bytes, max_pixels: int, reduced: bool = False) -> tuple[PhotoInfo, np.ndarray]:
-    """The photo's info and its grey pixels (for the quality measures, without decoding twice)."""
+def _read(source: str | Path | bytes, max_pixels: int, reduced: bool = False) -> tuple[PhotoInfo, np.ndarray | None]:
+    """The photo's info and its grey pixels (for the quality measures, without decoding twice; None when
+    ``reduced`` did not need to decode)."""
     if isinstance(source, (bytes, bytearray)):
         data, path = bytes(source), "<bytes>"
     else:
@@ -397,13 +399,15 @@ def _read(source: str | Path | bytes, max_pixels: int, reduced: bool = False) ->
     except Exception:  # noqa: BLE001 - a malformed XMP packet only loses the XMP, not the photo
         xmp = {}
     width, height = image.size
+    grey = None
     if reduced and image.format == "JPEG":
         image.draft("L", (max(1, width // 8), max(1, height // 8)))
-    try:
-        image.load()
-        grey = np.asarray(image.convert("L"))
-    except Exception as error:  # noqa: BLE001 - decoders raise many types on corrupt data
-        raise ImageError(_decode_reason(image.format, error)) from error
+    if not (reduced and image.format == "JPEG" and data.rstrip(b"\0").endswith(b"\xff\xd9")):
+        try:
+            image.load()
+            grey = np.asarray(image.convert("L"))
+        except Exception as error:  # noqa: BLE001 - decoders raise many types on corrupt data
+            raise ImageError(_decode_reason(image.format, error)) from error
     try:
         tags = exifread.process_file(io.BytesIO(data), details=True)
     except Exception as error:  # noqa: BLE001 - exifread raises many types on corrupt EXIF

@@ -111,7 +111,9 @@ class PostgisStore(Store, Records):
         extra = {"connect_timeout": CONNECT_TIMEOUT, "application_name": "gridmap", "client_encoding": "UTF8"}
         extra = {k: v for k, v in extra.items() if k not in given}
         try:
-            self._pool = psycopg2.pool.ThreadedConnectionPool(1, self._size, dsn=url, **extra)
+            # minconn = maxconn: psycopg2's pool closes any connection returned beyond minconn, so a smaller
+            # minconn means a new connection (a new server process) for most requests under load.
+            self._pool = psycopg2.pool.ThreadedConnectionPool(self._size, self._size, dsn=url, **extra)
         except psycopg2.Error as error:
             raise StoreConfigError(f"cannot connect to PostgreSQL at {self.url}: {one_line(error)}") from error
         try:

@@ -345,20 +345,31 @@ class Records:
                               [case["source_ref"]])
             if existing is not None:
                 return _case(existing), False
-        names = [c for c in _CASE_COLUMNS if c not in ("id", "version") and c in case]
-        if "updated_at" not in names:
-            names.append("updated_at")
-        values = [case.get(c, case["reported_at"]) if c == "updated_at" else case[c] for c in names]
+        # The case goes in as it stands after its steps, with all its events in one statement: a new report's
+        # case, registered and dispatched, is two statements rather than six.
+        final, running, trail = dict(case), case.get("assignee"), []
+        for step in steps:
+            _check_changes(step.changes)
+            trail.append((final["state"], step))
+            final.update(step.changes)
+            final["state"] = step.state
+        final["updated_at"] = steps[-1].event["at"] if steps else case.get("updated_at", case["reported_at"])
+        final["version"] = 1 + len(steps)
+        names = [c for c in _CASE_COLUMNS if c != "id" and c in final]
         row = tx.one(
             f'INSERT INTO "cases" ({_columns(names)}) VALUES ({", ".join("?" for _ in names)}) '
-            f'ON CONFLICT ("source_ref") DO NOTHING RETURNING {_columns(_CASE_COLUMNS)}', values)
+            f'ON CONFLICT ("source_ref") DO NOTHING RETURNING {_columns(_CASE_COLUMNS)}', [final[c] for c in names])
         if row is None:  # a concurrent insert of the same source_ref won
             existing = tx.one(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "source_ref" = ?',
                               [case["source_ref"]])
             return _case(existing), False
         created = _case(row)
-        first = self._append_event(tx, created, None, {**event, "assignee": created["assignee"]})
-        return self._advance(tx, created, steps, first), True
+        events = [_chain(created["id"], None, None, case["state"], {**event, "assignee": running})]
+        for from_state, step in trail:
+            running = step.changes.get("assignee", running)
+            events.append(_chain(created["id"], events[-1], from_state, step.state, {**step.event, "assignee": running}))
+        _insert_events(tx, events)
+        return created, True
 
     def get_case(self, case_id: int) -> dict | None:
         if _id(case_id) is None:
@@ -431,9 +442,7 @@ class Records:
 
     def _advance(self, tx: Tx, case: dict, steps: Sequence[Step], last: dict | None = None) -> dict:
         for step in steps:
-            unknown = set(step.changes) - CASE_UPDATABLE
-            if unknown:
-                raise StoreError(f"a case step cannot change {', '.join(sorted(unknown))}")
+            _check_changes(step.changes)
             names = sorted(step.changes)
             sets = "".join(f', "{n}" = ?' for n in names)
             row = tx.one(
@@ -455,16 +464,8 @@ class Records:
             row = tx.one('SELECT "seq", "hash" FROM "case_events" WHERE "case_id" = ? ORDER BY "seq" DESC LIMIT 1',
                          [case["id"]])
             last = None if row is None else {"seq": int(row[0]), "hash": row[1]}
-        seq, prev = (1, GENESIS) if last is None else (last["seq"] + 1, last["hash"])
-        full = {"case_id": case["id"], "seq": seq, "at": event["at"], "actor": event["actor"], "role": event["role"],
-                "action": event["action"], "from_state": from_state, "to_state": case["state"],
-                "assignee": event.get("assignee"), "note": event.get("note") or "",
-                "photos": list(event.get("photos") or [])}
-        full["prev_hash"] = prev
-        full["hash"] = event_hash(prev, full)
-        names = [c for c in _EVENT_COLUMNS if c != "id"]
-        tx.run(f'INSERT INTO "case_events" ({_columns(names)}) VALUES ({", ".join("?" for _ in names)})',
-               [full[n] for n in names])
+        full = _chain(case["id"], last, from_state, case["state"], event)
+        _insert_events(tx, [full])
         return full
 
     def case_events(self, case_id: int) -> list[dict]:
@@ -653,6 +654,30 @@ class Records:
         with self._tx("list_jobs") as tx:
             rows = tx.all(f'SELECT {_columns(_JOB_COLUMNS)} FROM "jobs" {clause} ORDER BY "id"', params)
         return [_job(r) for r in rows]
+
+
+def _check_changes(changes: dict) -> None:
+    unknown = set(changes) - CASE_UPDATABLE
+    if unknown:
+        raise StoreError(f"a case step cannot change {', '.join(sorted(unknown))}")
+
+
+def _chain(case_id: int, last: dict | None, from_state: str | None, to_state: str, event: dict) -> dict:
+    """The full audit event following ``last`` (None: the case's first), hash included."""
+    seq, prev = (1, GENESIS) if last is None else (last["seq"] + 1, last["hash"])
+    full = {"case_id": case_id, "seq": seq, "at": event["at"], "actor": event["actor"], "role": event["role"],
+            "action": event["action"], "from_state": from_state, "to_state": to_state,
+            "assignee": event.get("assignee"), "note": event.get("note") or "",
+            "photos": list(event.get("photos") or []), "prev_hash": prev}
+    full["hash"] = event_hash(prev, full)
+    return full
+
+
+def _insert_events(tx: Tx, events: list[dict]) -> None:
+    names = [c for c in _EVENT_COLUMNS if c != "id"]
+    row = "(" + ", ".join("?" for _ in names) + ")"
+    tx.run(f'INSERT INTO "case_events" ({_columns(names)}) VALUES {", ".join(row for _ in events)}',
+           [event[n] for event in events for n in names])
 
 
 def _case_filters(*, states=None, scope=None, assignee=None, category=None, source=None, bbox=None,

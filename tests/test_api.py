@@ -250,6 +250,8 @@ def test_malformed_json_and_photos(api):
     assert bad.status_code == 422 and "JSON" in bad.json()["detail"]
     text = api.report("worker", FIRST_GRID, photos=[b"this is not an image"])
     assert text.status_code == 422 and "not an image" in text.json()["detail"]
+    truncated = api.report("worker", FIRST_GRID, photos=[jpeg(3, (640, 480))[:4000]])
+    assert truncated.status_code == 422 and "truncated" in truncated.json()["detail"]
     huge = api.report("worker", FIRST_GRID, photos=[b"\xff\xd8\xff" + b"0" * PHOTO_LIMIT])
     assert huge.status_code == 413
     # A PNG whose header claims 100,000 x 100,000 pixels: refused from the header, nothing decoded.
