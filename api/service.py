@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -61,6 +62,10 @@ DATUMS = ("wgs84", "gcj02", "bd09")
 _TO_WGS84 = {"wgs84": None, "gcj02": gcj02_to_wgs84, "bd09": bd09_to_wgs84}
 _GEOD = pyproj.Geod(ellps="WGS84")
 SYSTEM = {"username": "system", "role": "system"}
+#: How long a process trusts a token it has checked, and the list of supervisors it has read: each saves a
+#: query on every request; a revoked token or a supervisor's new scope takes at most this long to count.
+TOKEN_CACHE_SECONDS = 3.0
+SUPERVISOR_CACHE_SECONDS = 10.0
 
 
 def utcnow() -> datetime:
@@ -85,6 +90,8 @@ class Service:
         self._units_lock = threading.Lock()
         self._units = None
         self._locator: UnitLocator | None = None
+        self._tokens: dict[str, tuple[float, dict]] = {}
+        self._supervisors: tuple[float, list[dict]] | None = None
 
     # ------------------------------------------------------------------------------------------ units
 
@@ -131,10 +138,23 @@ class Service:
     def authenticate(self, token: str | None) -> dict:
         if not token:
             raise AuthError("no bearer token: log in at POST /auth/token and send 'Authorization: Bearer <token>'")
-        account = self.store.account_for_token(token_hash(token), self.clock())
+        key = token_hash(token)
+        checked, known = self._tokens.get(key, (0.0, None))
+        if known is not None and time.monotonic() - checked < TOKEN_CACHE_SECONDS and self.clock() < known["expires"]:
+            return known["account"]
+        account = self.store.account_for_token(key, self.clock())
         if account is None:
             raise AuthError("bearer token unknown or expired: log in again")
+        if len(self._tokens) > 10_000:
+            self._tokens.clear()
+        self._tokens[key] = (time.monotonic(), {"account": account, "expires": account.pop("token_expires_at")})
         return account
+
+    def logout(self, account: dict) -> int:
+        """End every session of ``account``: its tokens are deleted (other server processes may still accept
+        one for up to :data:`TOKEN_CACHE_SECONDS`)."""
+        self._tokens = {k: v for k, v in self._tokens.items() if v[1]["account"]["username"] != account["username"]}
+        return self.store.revoke_tokens(account["username"])
 
     @staticmethod
     def require(account: dict, *roles: str, doing: str) -> None:
@@ -236,10 +256,12 @@ class Service:
                                   attributes={"reported_by": account["username"]})
         event = {"at": now, "actor": account["username"], "role": account["role"], "action": "report",
                  "note": row["note"], "photos": row["photos"]}
-        steps = self.dispatch_steps({**new_case, "id": None, "version": 1, "dispatched_at": None})
+        stub = {**new_case, "id": None, "version": 1, "dispatched_at": None}
+        supervisors = self.supervisor_accounts()  # read now: the callback below runs inside the transaction
         return self.store.file_report(
             row, new_case=new_case, event=event, near=lambda cases: _nearest(cases, lon, lat, ATTACH_RADIUS_M),
-            search_box=_box_around(lon, lat, ATTACH_RADIUS_M), steps=steps, photos=stored_photos)
+            search_box=_box_around(lon, lat, ATTACH_RADIUS_M), photos=stored_photos,
+            steps=lambda responsibles: self.dispatch_steps(stub, responsibles=responsibles, supervisors=supervisors))
 
     def place_point(self, account: dict, lon: float, lat: float, datum: str, accuracy: float | None):
         if datum not in DATUMS:
@@ -358,16 +380,19 @@ class Service:
         step, _ = self._step(case, action, **options)
         return self.store.advance_case(case["id"], version=case["version"], steps=[step])
 
-    def dispatch_steps(self, case: dict) -> list[Step]:
+    def dispatch_steps(self, case: dict, *, responsibles=None, supervisors: list[dict] | None = None) -> list[Step]:
         """Register a reported case and send it to whoever the dispatch rule picks (:mod:`inspection.dispatch`),
-        as steps for one transaction. With nobody available it stays registered, for a supervisor."""
+        as steps for one transaction. With nobody available it stays registered, for a supervisor.
+        ``responsibles(grid)`` reads the grid's worker and backup and ``supervisors`` are the supervisor
+        accounts (defaults: read from the store, each in a transaction of its own)."""
         steps = []
         if case["state"] == "reported":
             step, case = self._step(case, "register", actor=SYSTEM)
             steps.append(step)
         if case["state"] != "registered" or not (case["grid"] or case["community"]):
             return steps
-        assignee, reason = self.choose_assignee(case)
+        assignee, reason = self.choose_assignee(case, responsibles or self.store.responsibles,
+                                                supervisors if supervisors is not None else self.supervisor_accounts())
         if assignee is not None:
             steps.append(self._step(case, "dispatch", actor=SYSTEM, note=reason, new_assignee=assignee)[0])
         return steps
@@ -376,22 +401,31 @@ class Service:
         steps = self.dispatch_steps(case)
         return self.store.advance_case(case["id"], version=case["version"], steps=steps) if steps else case
 
-    def choose_assignee(self, case: dict) -> tuple[str | None, str]:
-        responsible, backup = self.store.responsibles(case["grid"]) if case["grid"] else (None, None)
+    def choose_assignee(self, case: dict, responsibles, supervisors: list[dict]) -> tuple[str | None, str]:
+        responsible, backup = responsibles(case["grid"]) if case["grid"] else (None, None)
 
         def worker(found: dict | None) -> Worker | None:
             if found is None:
                 return None
             return Worker(found["username"], found["absent"], found["open_cases"], found["max_open"])
 
-        supervisor = self.supervisor_for(case, level="community") or self.supervisor_for(case, level="street")
+        supervisor = (self.supervisor_for(case, level="community", accounts=supervisors)
+                      or self.supervisor_for(case, level="street", accounts=supervisors))
         return choose_assignee(case["grid"] or "", responsible=worker(responsible), backup=worker(backup),
                                supervisor=supervisor)
 
-    def supervisor_for(self, case: dict, *, level: str) -> str | None:
-        """The first supervisor (by username) whose scope holds the case's community (or street)."""
-        found = self.store.supervisors_of([case.get(level)])
-        return found[0]["username"] if found else None
+    def supervisor_accounts(self) -> list[dict]:
+        """Supervisor accounts, read at most every :data:`SUPERVISOR_CACHE_SECONDS`."""
+        if self._supervisors is None or time.monotonic() - self._supervisors[0] > SUPERVISOR_CACHE_SECONDS:
+            self._supervisors = (time.monotonic(), self.store.list_accounts("supervisor"))
+        return self._supervisors[1]
+
+    def supervisor_for(self, case: dict, *, level: str, accounts: list[dict] | None = None) -> str | None:
+        """The first present supervisor (by username) whose scope holds the case's community (or street)."""
+        code = case.get(level)
+        found = [a["username"] for a in (accounts if accounts is not None else self.supervisor_accounts())
+                 if not a["absent"] and code in a["scope"]]
+        return found[0] if found else None
 
     def escalate(self) -> list[dict]:
         """Redispatch overdue cases one level up (:func:`inspection.cases.escalation_due`): level 1 to the

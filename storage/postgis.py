@@ -95,7 +95,7 @@ class PostgisStore(Store, Records):
 
     backend = "postgis"
     dialect = Dialect("postgis", "%s", " FOR UPDATE SKIP LOCKED", times_as_text=False,
-                      lock_category="SELECT pg_advisory_xact_lock(hashtext(?))")
+                      lock_place="SELECT pg_advisory_xact_lock(hashtext(?))")
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = mask_url(url)

@@ -67,9 +67,10 @@ class Dialect:
     skip_locked: str
     #: Datetimes are stored as text (SQLite) rather than native timestamps.
     times_as_text: bool
-    #: Serialises filing reports of one category (PostgreSQL: an advisory lock on the category), so two
-    #: reports of the same thing arriving together join one case; empty where writers are serial anyway.
-    lock_category: str = ""
+    #: Serialises filing reports of one category near one place (PostgreSQL: advisory locks on the cells of
+    #: a coarse grid that the search box touches), so two reports of the same thing arriving together join
+    #: one case; empty where writers are serial anyway.
+    lock_place: str = ""
 
     def sql(self, statement: str) -> str:
         if self.placeholder == "?":
@@ -254,12 +255,15 @@ class Records:
                    [token_hash, username, created_at, expires_at])
 
     def account_for_token(self, token_hash: str, now: datetime) -> dict | None:
-        """The account a live token belongs to (None: unknown or expired)."""
+        """The account a live token belongs to, with the token's ``token_expires_at`` (None: unknown or
+        expired)."""
         cols = ", ".join(f'a."{c}"' for c in _ACCOUNT_COLUMNS)
         with self._tx("account_for_token") as tx:
-            row = tx.one(f'SELECT {cols} FROM "tokens" t JOIN "accounts" a ON a."username" = t."username" '
+            row = tx.one(f'SELECT {cols}, t."expires_at" FROM "tokens" t JOIN "accounts" a ON a."username" = t."username" '
                          'WHERE t."token_hash" = ? AND t."expires_at" > ?', [token_hash, now])
-        return None if row is None else _account(row)
+        if row is None:
+            return None
+        return {**_account(row[:-1]), "token_expires_at": decode_time(row[-1])}
 
     def revoke_tokens(self, username: str) -> int:
         with self._tx("revoke_tokens") as tx:
@@ -286,23 +290,22 @@ class Records:
     def responsibles(self, grid_code: str) -> tuple[dict | None, dict | None]:
         """The grid's responsible worker and backup as ``{username, absent, max_open, open_cases}`` (None where
         there is none), in one query: what the dispatch rule needs."""
-        states = ", ".join("?" for _ in _OPEN_STATES)
         with self._tx("responsibles") as tx:
-            rows = tx.all(
-                'SELECT g."worker", g."backup", a."username", a."absent", a."max_open", '
-                f'(SELECT count(*) FROM "cases" c WHERE c."assignee" = a."username" AND c."state" IN ({states})) '
-                'FROM "grid_assignments" g JOIN "accounts" a ON a."username" IN (g."worker", g."backup") '
-                'WHERE g."grid_code" = ?', [*_OPEN_STATES, grid_code])
+            return self._responsibles(tx, grid_code)
+
+    @staticmethod
+    def _responsibles(tx: Tx, grid_code: str) -> tuple[dict | None, dict | None]:
+        states = ", ".join("?" for _ in _OPEN_STATES)
+        rows = tx.all(
+            'SELECT g."worker", g."backup", a."username", a."absent", a."max_open", '
+            f'(SELECT count(*) FROM "cases" c WHERE c."assignee" = a."username" AND c."state" IN ({states})) '
+            'FROM "grid_assignments" g JOIN "accounts" a ON a."username" IN (g."worker", g."backup") '
+            'WHERE g."grid_code" = ?', [*_OPEN_STATES, grid_code])
         found = {r[2]: {"username": r[2], "absent": bool(r[3]), "max_open": int(r[4]), "open_cases": int(r[5])}
                  for r in rows}
         if not rows:
             return None, None
         return found.get(rows[0][0]), found.get(rows[0][1])
-
-    def supervisors_of(self, codes: Iterable[str]) -> list[dict]:
-        """Supervisor accounts present (not absent) whose scope names one of ``codes``, by username."""
-        wanted = set(c for c in codes if c)
-        return [a for a in self.list_accounts("supervisor") if not a["absent"] and wanted & set(a["scope"])]
 
     def put_photo(self, photo: dict) -> bool:
         """Record a photo by its SHA-256 (``sha256, bytes, width, height, format, exif``); False if known."""
@@ -484,11 +487,13 @@ class Records:
         event: dict,
         near: Callable[[list[dict]], dict | None],
         search_box: tuple[float, float, float, float],
-        steps: Sequence[Step] = (),
+        steps: Callable[[Callable[[str], tuple]], Sequence[Step]] | None = None,
         photos: Sequence[dict] = (),
     ) -> tuple[dict, dict, str]:
         """Store a field report (and its ``photos``, as :meth:`put_photo`) and attach it to an open case or
-        open one (then apply ``steps`` to it: registration and dispatch), in one transaction.
+        open one, in one transaction. A new case also takes the steps (registration, dispatch) that
+        ``steps(responsibles)`` returns, given :meth:`responsibles` read in this transaction (so a report that
+        joins a case reads nothing for a dispatch it does not need).
 
         Idempotent by ``report["client_id"]``: a report sent again (an offline queue replaying, a retry
         after a lost response) returns the stored one with ``"duplicate"``. Otherwise the open cases of
@@ -497,8 +502,11 @@ class Records:
         Returns ``(report, case, outcome)``.
         """
         with self._tx("file_report") as tx:
-            if self.dialect.lock_category:
-                tx.run(self.dialect.lock_category, [report["category"]])
+            if self.dialect.lock_place:
+                # Two reports within the search radius have boxes that touch a common cell, so they meet
+                # on that cell's lock; taken in sorted order, the locks cannot deadlock.
+                for key in _cells(report["category"], search_box):
+                    tx.run(self.dialect.lock_place, [key])
             stored = tx.one(f'SELECT {_columns(_REPORT_COLUMNS)} FROM "reports" WHERE "client_id" = ?',
                             [report["client_id"]])
             if stored is not None:
@@ -519,7 +527,8 @@ class Records:
                 self._append_event(tx, case, case["state"], {**event, "action": "attach_report",
                                                              "assignee": case["assignee"]})
             else:
-                case, _ = self._create_case(tx, new_case, event, steps)
+                planned = steps(lambda grid: self._responsibles(tx, grid)) if steps else ()
+                case, _ = self._create_case(tx, new_case, event, planned)
                 outcome = "opened"
             names = [c for c in _REPORT_COLUMNS if c != "id"]
             values = {**report, "case_id": case["id"]}
@@ -654,6 +663,15 @@ class Records:
         with self._tx("list_jobs") as tx:
             rows = tx.all(f'SELECT {_columns(_JOB_COLUMNS)} FROM "jobs" {clause} ORDER BY "id"', params)
         return [_job(r) for r in rows]
+
+
+#: Side of the lock cells in degrees (about 200 m): larger than any search box, so a box touches at most four.
+LOCK_CELL_DEGREES = 0.002
+
+
+def _cells(category: str, box: tuple[float, float, float, float]) -> list[str]:
+    minx, miny, maxx, maxy = (math.floor(v / LOCK_CELL_DEGREES) for v in box)
+    return sorted(f"{category}:{i}:{j}" for i in range(minx, maxx + 1) for j in range(miny, maxy + 1))
 
 
 def _check_changes(changes: dict) -> None:

@@ -527,3 +527,17 @@ def test_openapi_is_served(api):
     spec = api.client.get("/openapi.json").json()
     assert {"/reports", "/cases/{case_id}/actions", "/uploads/{batch_id}/files/{name}",
             "/open311/v2/requests.json"} <= set(spec["paths"])
+
+
+def test_simultaneous_reports_of_one_thing_open_one_case(api):
+    """Reports of the same category filed at once from a few metres apart join one case, whatever the
+    interleaving (on PostGIS the place locks serialise them; SQLite's writers are serial anyway)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i: int):
+        return api.report("worker", FIRST_GRID, category="event:0103", dx_m=i * 3.0).json()
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(send, range(8)))
+    assert sorted(r["outcome"] for r in replies) == ["attached"] * 7 + ["opened"]
+    assert len({r["case"]["id"] for r in replies}) == 1

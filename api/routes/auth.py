@@ -23,4 +23,4 @@ def me(who: dict = Depends(account)) -> dict:
 
 @router.post("/auth/logout", summary="End every session of the calling account (all its tokens)")
 def logout(who: dict = Depends(account), svc: Service = Depends(service)) -> dict:
-    return {"revoked": svc.store.revoke_tokens(who["username"])}
+    return {"revoked": svc.logout(who)}
