@@ -95,7 +95,8 @@ class PostgisStore(Store, Records):
 
     backend = "postgis"
     dialect = Dialect("postgis", "%s", " FOR UPDATE SKIP LOCKED", times_as_text=False,
-                      lock_place="SELECT pg_advisory_xact_lock(hashtext(?))")
+                      lock_place='SELECT pg_advisory_xact_lock(hashtext("k")) FROM '
+                                 '(SELECT "k" FROM unnest(string_to_array(?, \',\')) AS "k" ORDER BY "k") AS "cells"')
 
     def __init__(self, url: str, *, pool_size: int | None = None) -> None:
         self.url = mask_url(url)

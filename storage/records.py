@@ -68,8 +68,8 @@ class Dialect:
     #: Datetimes are stored as text (SQLite) rather than native timestamps.
     times_as_text: bool
     #: Serialises filing reports of one category near one place (PostgreSQL: advisory locks on the cells of
-    #: a coarse grid that the search box touches), so two reports of the same thing arriving together join
-    #: one case; empty where writers are serial anyway.
+    #: a coarse grid that the search box touches, given comma-separated in sorted order), so two reports of
+    #: the same thing arriving together join one case; empty where writers are serial anyway.
     lock_place: str = ""
 
     def sql(self, statement: str) -> str:
@@ -505,8 +505,7 @@ class Records:
             if self.dialect.lock_place:
                 # Two reports within the search radius have boxes that touch a common cell, so they meet
                 # on that cell's lock; taken in sorted order, the locks cannot deadlock.
-                for key in _cells(report["category"], search_box):
-                    tx.run(self.dialect.lock_place, [key])
+                tx.run(self.dialect.lock_place, [",".join(_cells(report["category"], search_box))])
             stored = tx.one(f'SELECT {_columns(_REPORT_COLUMNS)} FROM "reports" WHERE "client_id" = ?',
                             [report["client_id"]])
             if stored is not None:
@@ -516,16 +515,22 @@ class Records:
                 return stored, case, "duplicate"
             minx, miny, maxx, maxy = search_box
             states = ", ".join("?" for _ in _OPEN_STATES)
-            rows = tx.all(f'SELECT {_columns(_CASE_COLUMNS)} FROM "cases" WHERE "category" = ? AND "state" IN '
-                          f'({states}) AND "lat" BETWEEN ? AND ? AND "lon" BETWEEN ? AND ? ORDER BY "id"',
+            # Each nearby case comes with its last audit event, which an attached report's event follows.
+            last_event = ('(SELECT e."{}" FROM "case_events" e WHERE e."case_id" = "cases"."id" '
+                          'ORDER BY e."seq" DESC LIMIT 1)')
+            rows = tx.all(f'SELECT {_columns(_CASE_COLUMNS)}, {last_event.format("seq")}, {last_event.format("hash")} '
+                          f'FROM "cases" WHERE "category" = ? AND "state" IN ({states}) '
+                          'AND "lat" BETWEEN ? AND ? AND "lon" BETWEEN ? AND ? ORDER BY "id"',
                           [report["category"], *_OPEN_STATES, miny, maxy, minx, maxx])
             for photo in photos:
                 self._put_photo(tx, photo)
-            joined = near([_case(r) for r in rows])
+            nearby = [_case(r[:-2]) for r in rows]
+            lasts = {r[0]: {"seq": int(r[-2]), "hash": r[-1]} for r in rows}
+            joined = near(nearby)
             if joined is not None:
                 case, outcome = joined, "attached"
                 self._append_event(tx, case, case["state"], {**event, "action": "attach_report",
-                                                             "assignee": case["assignee"]})
+                                                             "assignee": case["assignee"]}, lasts[case["id"]])
             else:
                 planned = steps(lambda grid: self._responsibles(tx, grid)) if steps else ()
                 case, _ = self._create_case(tx, new_case, event, planned)
