@@ -30,6 +30,12 @@ class ServiceError(Exception):
     status = 400
 
 
+class BadParameterError(ServiceError):
+    """A query parameter with a value that cannot be used (OGC API asks for 400 here, not 422)."""
+
+    status = 400
+
+
 class AuthError(ServiceError):
     """No credentials, or credentials that are wrong or expired."""
 

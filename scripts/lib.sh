@@ -36,3 +36,10 @@ ensure_postgis() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start || true
   fi
 }
+
+ensure_gdal() {
+  # GDAL's command-line tools: the tests read the OGC API Features endpoint with ogrinfo/ogr2ogr.
+  if ! command -v ogrinfo >/dev/null; then
+    apt_install gdal-bin || log "could not install gdal-bin; the GDAL tests will skip"
+  fi
+}
