@@ -42,7 +42,8 @@ from storage._common import (
     to_units,
 )
 from storage.base import BBox, Store
-from storage.records import Dialect, Records, Tx
+from gridmap.tiles import BUFFER, EXTENT, LAYERS, check_tile, unit_size
+from storage.records import OPEN_STATES, Dialect, Records, Tx
 from storage.errors import StoreConfigError, StoreError
 
 #: Environment variable with the maximum number of pooled connections (default 8).
@@ -88,6 +89,23 @@ CREATE TABLE IF NOT EXISTS "schema_migrations" (
     "applied_at" timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+# One layer of one tile: the tile's envelope (ST_TileEnvelope, Web Mercator), the features whose geometry meets
+# it plus the buffer (GIST index, in EPSG:4326), simplified to one tile unit and clipped and quantised by
+# ST_AsMVTGeom with the extent and buffer of gridmap.tiles.
+TILE_SQL = """
+WITH "tile" AS (SELECT ST_TileEnvelope(%s, %s, %s) AS "env")
+SELECT ST_AsMVT("features", %s, {extent}, 'geom')
+FROM (
+    SELECT {{columns}}, ST_AsMVTGeom(ST_Simplify(ST_Transform("source"."geom", 3857), %s), "tile"."env",
+                                   {extent}, {buffer}, true) AS "geom"
+    FROM ({{source}}) AS "source", "tile"
+    WHERE "source"."geom" && ST_Transform(ST_Expand("tile"."env", (ST_XMax("tile"."env") - ST_XMin("tile"."env"))
+                                                            * {margin}), 4326)
+) AS "features"
+WHERE "geom" IS NOT NULL
+""".format(extent=EXTENT, buffer=BUFFER, margin=BUFFER / EXTENT)
 
 
 class PostgisStore(Store, Records):
@@ -264,6 +282,29 @@ class PostgisStore(Store, Records):
             if conn is not None:
                 self._give_back(conn, discard or bool(conn.closed))
             self._slots.release()
+
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
+        spec = LAYERS[layer]
+        check_tile(z, x, y)
+        if z < spec.minzoom:
+            return b""
+        params: list[object] = []
+        if spec.level is not None:
+            columns = ", ".join(f'"{c}"' for c in spec.properties)
+            source = f'SELECT {columns}, "geom" FROM "units" WHERE "level" = %s'
+            params.append(spec.level)
+        else:
+            columns = ", ".join(f'"{c}"' for c in spec.properties)
+            source = f'SELECT {columns}, "geom" FROM "cases" WHERE "state" = ANY(%s::text[])'
+            params.append(list(OPEN_STATES))
+            if scope is not None:
+                source += ' AND ("grid" = ANY(%s::text[]) OR "community" = ANY(%s::text[]) OR "street" = ANY(%s::text[]))'
+                params += [list(scope)] * 3
+        sql = TILE_SQL.format(source=source, columns=columns)
+        with self._cursor("vector_tile") as cur:
+            cur.execute(sql, [z, x, y, layer, unit_size(z), *params])
+            (tile,) = cur.fetchone()
+        return bytes(tile or b"")
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Tx]:

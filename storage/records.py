@@ -43,7 +43,7 @@ _REPORT_COLUMNS = ("id", "client_id", "username", "category", "lon", "lat", "dat
 _JOB_COLUMNS = ("id", "kind", "batch_id", "state", "attempts", "lease_owner", "lease_until", "progress", "result",
                 "error", "created_at", "updated_at")
 _ACCOUNT_COLUMNS = ("username", "role", "display_name", "password_hash", "scope", "absent", "max_open", "created_at")
-_OPEN_STATES = ("reported", "registered", "dispatched", "handled", "verified")
+OPEN_STATES = ("reported", "registered", "dispatched", "handled", "verified")
 _INT64 = 2**63 - 1
 
 
@@ -214,6 +214,11 @@ class Records:
     def _tx(self, what: str) -> AbstractContextManager[Tx]:
         """One transaction (see the module docstring)."""
 
+    @abstractmethod
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
+        """One layer of :data:`gridmap.tiles.LAYERS` as an MVT tile (empty bytes: nothing there). ``cases``
+        are the open ones, limited to ``scope`` (unit codes, as :meth:`list_cases`) when given."""
+
     # ----------------------------------------------------------------------------- accounts and tokens
 
     def put_account(self, account: dict) -> dict:
@@ -295,12 +300,12 @@ class Records:
 
     @staticmethod
     def _responsibles(tx: Tx, grid_code: str) -> tuple[dict | None, dict | None]:
-        states = ", ".join("?" for _ in _OPEN_STATES)
+        states = ", ".join("?" for _ in OPEN_STATES)
         rows = tx.all(
             'SELECT g."worker", g."backup", a."username", a."absent", a."max_open", '
             f'(SELECT count(*) FROM "cases" c WHERE c."assignee" = a."username" AND c."state" IN ({states})) '
             'FROM "grid_assignments" g JOIN "accounts" a ON a."username" IN (g."worker", g."backup") '
-            'WHERE g."grid_code" = ?', [*_OPEN_STATES, grid_code])
+            'WHERE g."grid_code" = ?', [*OPEN_STATES, grid_code])
         found = {r[2]: {"username": r[2], "absent": bool(r[3]), "max_open": int(r[4]), "open_cases": int(r[5])}
                  for r in rows}
         if not rows:
@@ -514,14 +519,14 @@ class Records:
                                     [stored["case_id"]]))
                 return stored, case, "duplicate"
             minx, miny, maxx, maxy = search_box
-            states = ", ".join("?" for _ in _OPEN_STATES)
+            states = ", ".join("?" for _ in OPEN_STATES)
             # Each nearby case comes with its last audit event, which an attached report's event follows.
             last_event = ('(SELECT e."{}" FROM "case_events" e WHERE e."case_id" = "cases"."id" '
                           'ORDER BY e."seq" DESC LIMIT 1)')
             rows = tx.all(f'SELECT {_columns(_CASE_COLUMNS)}, {last_event.format("seq")}, {last_event.format("hash")} '
                           f'FROM "cases" WHERE "category" = ? AND "state" IN ({states}) '
                           'AND "lat" BETWEEN ? AND ? AND "lon" BETWEEN ? AND ? ORDER BY "id"',
-                          [report["category"], *_OPEN_STATES, miny, maxy, minx, maxx])
+                          [report["category"], *OPEN_STATES, miny, maxy, minx, maxx])
             for photo in photos:
                 self._put_photo(tx, photo)
             nearby = [_case(r[:-2]) for r in rows]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from geopandas import GeoDataFrame
+from geopandas import GeoDataFrame, points_from_xy
 from shapely.geometry.base import BaseGeometry
 
 from gridmap.codes import LEVELS
@@ -42,7 +42,8 @@ from storage._common import (
     to_units,
 )
 from storage.base import BBox, Store
-from storage.records import Dialect, Records, Tx
+from gridmap.tiles import LAYERS, check_tile, encode_tile, lonlat_bounds
+from storage.records import OPEN_STATES, Dialect, Records, Tx
 from storage.errors import StoreConfigError, StoreError
 
 #: Seconds a connection waits for another writer's lock before failing with "database is locked".
@@ -266,6 +267,21 @@ class SqliteStore(Store, Records):
                 _rollback(conn)
                 raise
             conn.execute("COMMIT")
+
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
+        spec = LAYERS[layer]
+        check_tile(z, x, y)
+        if z < spec.minzoom:
+            return b""
+        box = lonlat_bounds(z, x, y)
+        if spec.level is not None:
+            frame = self.get_units(spec.level, bbox=box)[[*spec.properties, "geometry"]]
+        else:
+            cases = self.list_cases(states=OPEN_STATES, scope=scope, bbox=box)
+            frame = GeoDataFrame([{k: c[k] for k in spec.properties} for c in cases], columns=list(spec.properties),
+                                 geometry=points_from_xy([c["lon"] for c in cases], [c["lat"] for c in cases]),
+                                 crs="EPSG:4326")
+        return encode_tile({layer: frame.to_crs("EPSG:3857")}, z, x, y)
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Tx]:
