@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_handlers
-from api.routes import auth, cases, features, indicators, open311, reports, tiles, uploads
+from api.routes import auth, cases, features, heatmaps, indicators, open311, reports, tiles, uploads
 from api.service import Service
 from api.settings import Settings
 from api.uploads import Uploads
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     app = FastAPI(title="gridmap", version="0.1.0", lifespan=lifespan,
                   description="Grid management and illegal-construction inspection for street offices (街道办事处).")
     install_handlers(app)
-    for module in (auth, reports, cases, uploads, indicators, open311, features, tiles):
+    for module in (auth, reports, cases, uploads, indicators, open311, features, tiles, heatmaps):
         app.include_router(module.router)
 
     @app.get("/health", tags=["meta"], summary="Liveness and the store's backend")
