@@ -30,22 +30,30 @@ def test_no_server_errors(fuzzed_app):
     headers = fuzzed_app.state.fuzz_headers
     failures: list[str] = []
     statuses: Counter[int] = Counter()
+    reached: set[str] = set()  # operations where some request got past validation into the handler
     operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
+        if operation.path == "/auth/logout":
+            continue  # it would end the fuzzer's own session; tests/test_api.py covers it
         operations += 1
 
         @given(operation.as_strategy())
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def fuzz(case):
-            response = case.call(headers={**(case.headers or {}), **headers})
+            # Our token replaces any Authorization header the generator made up (in any letter case).
+            generated = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+            response = case.call(headers={**generated, **headers})
             statuses[response.status_code] += 1
+            if response.status_code != 422:
+                reached.add(f"{case.method} {case.path}")
             if response.status_code >= 500:
                 failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}")
 
         fuzz()
     assert operations >= 20
     assert failures == []
-    # The fuzz reached the handlers (2xx) and their refusals (4xx), not only the request validation.
-    assert sum(n for code, n in statuses.items() if code < 300) > operations
-    assert statuses[422] > 0
+    # The fuzz reached the handlers, not only the request validation, on most operations; and it tried
+    # invalid input too.
+    assert len(reached) >= 0.7 * operations, sorted(reached)
+    assert statuses[422] > 0 and sum(n for code, n in statuses.items() if code < 300) > 0, statuses
