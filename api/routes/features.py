@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pandas as pd
 import shapely
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.deps import account, service
 from api.errors import BadParameterError, NotFoundError
@@ -43,8 +43,8 @@ _CASE_PROPERTIES = ("category", "source", "state", "street", "community", "grid"
                     "description", "reported_at", "dispatched_at", "deadline_at", "closed_at", "updated_at")
 
 
-def _geojson(payload: dict) -> JSONResponse:
-    return JSONResponse(json.loads(json.dumps(payload, default=_default, ensure_ascii=False)), media_type=GEOJSON)
+def _geojson(payload: dict) -> Response:
+    return Response(json.dumps(payload, default=_default, ensure_ascii=False).encode("utf-8"), media_type=GEOJSON)
 
 
 def _default(value):
