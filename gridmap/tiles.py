@@ -3,7 +3,7 @@ zoom, and an encoder for stores without ``ST_AsMVT`` (the embedded one).
 
 Tiles are in Web Mercator (EPSG:3857), XYZ numbering (y down), extent 4096 with a 64-unit buffer: the same
 parameters PostGIS's ``ST_AsMVTGeom`` is given, so both stores draw the same tile. Geometry is simplified to
-one tile unit, so low zooms stay small, and each layer has a minimum zoom below which it is left out (2,756
+half a screen pixel (:data:`SIMPLIFY_UNITS`), so low zooms stay small, and each layer has a minimum zoom below which it is left out (2,756
 buildings at z12 are an unreadable smear and most of the bytes).
 """
 
@@ -35,7 +35,13 @@ class Layer:
     minzoom: int
     properties: tuple[str, ...]
 
+    def properties_at(self, z: int) -> tuple[str, ...]:
+        """The attributes a tile at zoom ``z`` carries: below :data:`DETAIL_ZOOM` only the key (a city's
+        40,000 grid names and workers would be most of a z10 tile, and nobody reads them at that scale)."""
+        return self.properties if z >= DETAIL_ZOOM else self.properties[:1]
 
+
+DETAIL_ZOOM = 13
 UNIT_PROPERTIES = ("code", "name", "parent_code", "worker")
 CASE_PROPERTIES = ("id", "category", "source", "state", "grid", "assignee", "reported_at", "deadline_at")
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in (
@@ -79,9 +85,19 @@ def lonlat_bounds(z: int, x: int, y: int, *, margin: float = BUFFER / EXTENT) ->
     return lon(minx - pad), lat(miny - pad), lon(maxx + pad), lat(maxy + pad)
 
 
+#: Simplification tolerance in tile units: half a pixel of a tile drawn 512 px wide (4096 / 512 / 2 = 4),
+#: invisible on any screen and what keeps low-zoom tiles small.
+SIMPLIFY_UNITS = 4
+
+
 def unit_size(z: int) -> float:
-    """Metres per tile unit at zoom ``z``: the simplification tolerance."""
+    """Metres per tile unit at zoom ``z``."""
     return 2 * ORIGIN / (1 << z) / EXTENT
+
+
+def tolerance(z: int) -> float:
+    """Simplification tolerance at zoom ``z``, metres (:data:`SIMPLIFY_UNITS` tile units)."""
+    return SIMPLIFY_UNITS * unit_size(z)
 
 
 def encode_tile(layers: dict[str, GeoDataFrame], z: int, x: int, y: int) -> bytes:
@@ -90,12 +106,12 @@ def encode_tile(layers: dict[str, GeoDataFrame], z: int, x: int, y: int) -> byte
     minx, miny, maxx, maxy = tile_bounds(z, x, y)
     pad = (maxx - minx) * BUFFER / EXTENT
     clip = shapely.box(minx - pad, miny - pad, maxx + pad, maxy + pad)
-    tolerance = unit_size(z)
+    tol = tolerance(z)
     encoded = []
     for name, frame in layers.items():
         if frame is None or not len(frame):
             continue
-        geometry = shapely.simplify(shapely.intersection(frame.geometry.to_numpy(), clip), tolerance)
+        geometry = shapely.simplify(shapely.intersection(frame.geometry.to_numpy(), clip), tol)
         keep = ~shapely.is_empty(geometry)
         columns = [c for c in frame.columns if c != frame.geometry.name]
         features = []

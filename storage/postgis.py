@@ -42,7 +42,7 @@ from storage._common import (
     to_units,
 )
 from storage.base import BBox, Store
-from gridmap.tiles import BUFFER, EXTENT, LAYERS, check_tile, unit_size
+from gridmap.tiles import BUFFER, EXTENT, LAYERS, check_tile, tolerance
 from storage.records import OPEN_STATES, Dialect, Records, Tx
 from storage.errors import StoreConfigError, StoreError
 
@@ -92,7 +92,7 @@ CREATE TABLE IF NOT EXISTS "schema_migrations" (
 
 
 # One layer of one tile: the tile's envelope (ST_TileEnvelope, Web Mercator), the features whose geometry meets
-# it plus the buffer (GIST index, in EPSG:4326), simplified to one tile unit and clipped and quantised by
+# it plus the buffer (GIST index, in EPSG:4326), simplified (gridmap.tiles.tolerance) and clipped and quantised by
 # ST_AsMVTGeom with the extent and buffer of gridmap.tiles.
 TILE_SQL = """
 WITH "tile" AS (SELECT ST_TileEnvelope(%s, %s, %s) AS "env")
@@ -289,12 +289,11 @@ class PostgisStore(Store, Records):
         if z < spec.minzoom:
             return b""
         params: list[object] = []
+        columns = ", ".join(f'"{c}"' for c in spec.properties_at(z))
         if spec.level is not None:
-            columns = ", ".join(f'"{c}"' for c in spec.properties)
             source = f'SELECT {columns}, "geom" FROM "units" WHERE "level" = %s'
             params.append(spec.level)
         else:
-            columns = ", ".join(f'"{c}"' for c in spec.properties)
             source = f'SELECT {columns}, "geom" FROM "cases" WHERE "state" = ANY(%s::text[])'
             params.append(list(OPEN_STATES))
             if scope is not None:
@@ -302,7 +301,7 @@ class PostgisStore(Store, Records):
                 params += [list(scope)] * 3
         sql = TILE_SQL.format(source=source, columns=columns)
         with self._cursor("vector_tile") as cur:
-            cur.execute(sql, [z, x, y, layer, unit_size(z), *params])
+            cur.execute(sql, [z, x, y, layer, tolerance(z), *params])
             (tile,) = cur.fetchone()
         return bytes(tile or b"")
 

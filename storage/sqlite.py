@@ -274,11 +274,12 @@ class SqliteStore(Store, Records):
         if z < spec.minzoom:
             return b""
         box = lonlat_bounds(z, x, y)
+        properties = list(spec.properties_at(z))
         if spec.level is not None:
-            frame = self.get_units(spec.level, bbox=box)[[*spec.properties, "geometry"]]
+            frame = self.get_units(spec.level, bbox=box)[[*properties, "geometry"]]
         else:
             cases = self.list_cases(states=OPEN_STATES, scope=scope, bbox=box)
-            frame = GeoDataFrame([{k: c[k] for k in spec.properties} for c in cases], columns=list(spec.properties),
+            frame = GeoDataFrame([{k: c[k] for k in properties} for c in cases], columns=properties,
                                  geometry=points_from_xy([c["lon"] for c in cases], [c["lat"] for c in cases]),
                                  crs="EPSG:4326")
         return encode_tile({layer: frame.to_crs("EPSG:3857")}, z, x, y)
