@@ -18,7 +18,6 @@ cost on top.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -154,7 +153,7 @@ def load(port: int, script: Path, seconds: float, connections: int) -> dict:
 
 
 def write_script(path: Path, *, mode: str, prefix: str, photo: Path, points, tokens) -> Path:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     path.write_text(LUA.format(
         photo=photo, mode=mode, prefix=prefix, now=datetime.now(timezone.utc).isoformat(),

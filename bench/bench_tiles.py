@@ -75,7 +75,7 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
                                str(port), "--log-level", "warning", "--no-access-log"], env=env, cwd=REPO,
                               start_new_session=True)
-    ours, bare, sizes = [], [], []
+    ours, bare = [], []
     try:
         wait_ready(port)
         base = f"http://127.0.0.1:{port}"
@@ -88,13 +88,12 @@ def main() -> None:
                 ours, bare = [], []
                 for z, x, y in tiles:
                     started = time.perf_counter()
-                    reply = client.get(f"/tiles/grids/{z}/{x}/{y}.pbf")
+                    client.get(f"/tiles/grids/{z}/{x}/{y}.pbf").raise_for_status()
                     ours.append(time.perf_counter() - started)
                     started = time.perf_counter()
                     cur.execute(BARE, (z, x, y, z, x, y))
                     cur.fetchone()
                     bare.append(time.perf_counter() - started)
-                sizes = [len(reply.content)]
         conn.close()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

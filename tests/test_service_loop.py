@@ -73,7 +73,7 @@ def test_the_whole_loop(demo_url, tmp_path, surveys):
     with TestClient(create_app(settings)) as client:
         service: Service = client.app.state.service
         pipeline = _login(client, "pipeline")
-        first = upload(client, pipeline, before, "survey-2025-04")
+        upload(client, pipeline, before, "survey-2025-04")
         second = upload(client, pipeline, after, "survey-2025-10")
         runner = JobRunner(service, n_workers=2)
         finished = [runner.run_once(), runner.run_once()]
