@@ -15,7 +15,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -266,3 +272,70 @@ def copy_demo_database(admin: PostgresAdmin, template: str) -> str:
     finally:
         conn.close()
     return name
+
+
+@pytest.fixture
+def demo_client(demo_url, tmp_path):
+    """A TestClient of the service over a private demo store (jobs are not run in-process)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.settings import Settings
+
+    settings = Settings(database_url=demo_url, data_dir=str(tmp_path / "data"), inprocess_worker=False)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def auth_headers(client, username: str) -> dict:
+    """Log in as a demo account; the Authorization header for its token."""
+    from api.demo import DEMO_PASSWORD
+
+    reply = client.post("/auth/token", json={"username": username, "password": DEMO_PASSWORD})
+    assert reply.status_code == 200, reply.text
+    return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(argv: list[str], env: dict, *, timeout: float = 60.0) -> Iterator[str]:
+    """Run a server command (``argv`` takes ``--port N``) in its own process group until it answers
+    ``/health``; yields its base URL and stops it afterwards."""
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([*argv, "--port", str(port)], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and server.poll() is None, f"{' '.join(argv)} did not come up"
+                time.sleep(0.3)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def uvicorn_argv() -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--log-level", "warning"]
+
+
+def require_gdal() -> None:
+    """Skip without GDAL's command-line tools; fail in CI, whose scripts/test installs them beside PostGIS."""
+    import shutil
+
+    if shutil.which("ogrinfo") is None:
+        if os.environ.get(REQUIRE_POSTGIS_ENV) == "1":
+            pytest.fail("ogrinfo (gdal-bin) is required in CI", pytrace=False)
+        pytest.skip("gdal-bin not installed")

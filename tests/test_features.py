@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,32 +12,16 @@ import geopandas as gpd
 import httpx
 import pytest
 import shapely
-from fastapi.testclient import TestClient
+from conftest import auth_headers, require_gdal, served, uvicorn_argv
 
-from api.app import create_app
 from api.demo import DEMO_PASSWORD
-from api.settings import Settings
 
 BOUNDARIES = Path(__file__).resolve().parent.parent / "data" / "boundaries"
-REQUIRE_GDAL_ENV = "GRIDMAP_REQUIRE_POSTGIS"  # scripts/test installs gdal-bin beside PostGIS; CI requires both
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
-def client(demo_url, tmp_path):
-    settings = Settings(database_url=demo_url, data_dir=str(tmp_path / "data"), inprocess_worker=False)
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def _auth(client: TestClient, username: str) -> dict:
-    token = client.post("/auth/token", json={"username": username, "password": DEMO_PASSWORD}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+def client(demo_client):
+    return demo_client
 
 
 def _report(client, headers, grid_point, category="event:0502", dx=0.0):
@@ -54,7 +33,7 @@ def _report(client, headers, grid_point, category="event:0502", dx=0.0):
 
 
 def test_landing_conformance_and_collections(client):
-    headers = _auth(client, "supervisor")
+    headers = auth_headers(client, "supervisor")
     landing = client.get("/ogc").json()
     assert {"service-desc", "conformance", "data"} <= {link["rel"] for link in landing["links"]}
     assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson" in client.get("/ogc/conformance").json()["conformsTo"]
@@ -64,7 +43,7 @@ def test_landing_conformance_and_collections(client):
 
 
 def test_paging_walks_every_grid_once(client):
-    headers = _auth(client, "supervisor")
+    headers = auth_headers(client, "supervisor")
     expected = set(gpd.read_file(BOUNDARIES / "demo-grids.geojson")["code"])
     seen, url, pages = [], "/ogc/collections/grids/items?limit=50", 0
     while url:
@@ -80,7 +59,7 @@ def test_paging_walks_every_grid_once(client):
 
 
 def test_bbox_matches_an_independent_intersection(client):
-    headers = _auth(client, "supervisor")
+    headers = auth_headers(client, "supervisor")
     buildings = gpd.read_file(BOUNDARIES / "demo-buildings.geojson")
     minx, miny, maxx, maxy = buildings.total_bounds
     box = (minx, miny, (minx + maxx) / 2, (miny + maxy) / 2)
@@ -98,15 +77,15 @@ def test_cases_are_scoped_and_filtered_by_time(client):
     grids = client.app.state.service.units
     point = grids[grids["code"] == "330102901001001"].geometry.iloc[0].representative_point()
     other = grids[grids["code"] == "330102901002001"].geometry.iloc[0].representative_point()
-    mine = _report(client, _auth(client, "worker"), point)
-    theirs = _report(client, _auth(client, "gw002001"), other)
-    worker = _auth(client, "worker")
+    mine = _report(client, auth_headers(client, "worker"), point)
+    theirs = _report(client, auth_headers(client, "gw002001"), other)
+    worker = auth_headers(client, "worker")
     ids = {f["id"] for f in client.get("/ogc/collections/cases/items", headers=worker).json()["features"]}
     assert mine["id"] in ids and theirs["id"] not in ids
     assert client.get(f"/ogc/collections/cases/items/{theirs['id']}", headers=worker).status_code == 404
-    assert client.get("/ogc/collections/cases/items", headers=_auth(client, "pipeline")).status_code == 403
+    assert client.get("/ogc/collections/cases/items", headers=auth_headers(client, "pipeline")).status_code == 403
     assert client.get("/ogc/collections/cases/items").status_code == 401
-    admin = _auth(client, "admin")
+    admin = auth_headers(client, "admin")
     reported = datetime.fromisoformat(mine["reported_at"])
     window = f"{(reported - timedelta(minutes=1)).isoformat()}/{(reported + timedelta(minutes=1)).isoformat()}"
     found = client.get("/ogc/collections/cases/items", headers=admin, params={"datetime": window}).json()
@@ -118,25 +97,10 @@ def test_cases_are_scoped_and_filtered_by_time(client):
 
 
 def test_gdal_reads_the_features_endpoint(demo_url, tmp_path):
-    if shutil.which("ogrinfo") is None:
-        if os.environ.get(REQUIRE_GDAL_ENV) == "1":
-            pytest.fail("ogrinfo (gdal-bin) is required in CI")
-        pytest.skip("gdal-bin not installed")
+    require_gdal()
     env = {**os.environ, "GRIDMAP_DATABASE_URL": demo_url, "GRIDMAP_DATA_DIR": str(tmp_path / "data"),
            "GRIDMAP_INPROCESS_WORKER": "0"}
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-                               str(port), "--log-level", "warning"], env=env, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
+    with served(uvicorn_argv(), env) as base:
         token = httpx.post(f"{base}/auth/token", json={"username": "supervisor", "password": DEMO_PASSWORD}
                            ).json()["access_token"]
         gdal = {**os.environ, "GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
@@ -149,11 +113,8 @@ def test_gdal_reads_the_features_endpoint(demo_url, tmp_path):
         copied = subprocess.run(["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{base}/ogc", "grids"], env=gdal,
                                 capture_output=True, text=True, timeout=300)
         assert copied.returncode == 0, copied.stderr
-        got = gpd.read_file(out).sort_values("code", ignore_index=True)
-        want = gpd.read_file(BOUNDARIES / "demo-grids.geojson").sort_values("code", ignore_index=True)
-        assert len(got) == len(want) == 182
-        assert got["name"].tolist() == want["name"].tolist() and got["worker"].tolist() == want["worker"].tolist()
-        assert got.geometry.geom_equals_exact(want.geometry, tolerance=1e-9).all()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    got = gpd.read_file(out).sort_values("code", ignore_index=True)
+    want = gpd.read_file(BOUNDARIES / "demo-grids.geojson").sort_values("code", ignore_index=True)
+    assert len(got) == len(want) == 182
+    assert got["name"].tolist() == want["name"].tolist() and got["worker"].tolist() == want["worker"].tolist()
+    assert got.geometry.geom_equals_exact(want.geometry, tolerance=1e-9).all()

@@ -12,11 +12,8 @@ import pandas as pd
 import pyproj
 import pytest
 import shapely
-from fastapi.testclient import TestClient
+from conftest import auth_headers
 
-from api.app import create_app
-from api.demo import DEMO_PASSWORD
-from api.settings import Settings
 from inspection.heatmap import choropleth, kernel_density
 
 AREA = shapely.box(120.16, 30.23, 120.20, 30.27)
@@ -52,15 +49,8 @@ def test_choropleth_counts_and_normalises_by_area():
 
 
 @pytest.fixture
-def client(demo_url, tmp_path):
-    settings = Settings(database_url=demo_url, data_dir=str(tmp_path / "data"), inprocess_worker=False)
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def _auth(client, username):
-    token = client.post("/auth/token", json={"username": username, "password": DEMO_PASSWORD}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+def client(demo_client):
+    return demo_client
 
 
 def _report(client, username, grid, category, dx_m=0.0):
@@ -68,14 +58,14 @@ def _report(client, username, grid, category, dx_m=0.0):
     p = units[units["code"] == grid].geometry.iloc[0].representative_point()
     body = {"client_id": os.urandom(8).hex(), "category": category, "lon": p.x + dx_m / 96_000, "lat": p.y,
             "observed_at": datetime.now(timezone.utc).isoformat()}
-    assert client.post("/reports", data={"report": json.dumps(body)}, headers=_auth(client, username)).status_code == 201
+    assert client.post("/reports", data={"report": json.dumps(body)}, headers=auth_headers(client, username)).status_code == 201
 
 
 def test_heatmaps_over_the_api(client):
     for i, category in enumerate(["event:0502", "event:0101", "event:0102"]):
         _report(client, "worker", "330102901001001", category, dx_m=i)
     _report(client, "gw002001", "330102901002001", "event:0502")
-    supervisor = _auth(client, "supervisor")
+    supervisor = auth_headers(client, "supervisor")
     grids = {f["properties"]["code"]: f["properties"]["cases"]
              for f in client.get("/heatmaps/grids", headers=supervisor).json()["features"]}
     assert len(grids) == 182 and grids["330102901001001"] == 3 and grids["330102901002001"] == 1
@@ -87,12 +77,12 @@ def test_heatmaps_over_the_api(client):
     none = client.get("/heatmaps/grids", headers=supervisor, params={"start": later,
                                                                      "end": (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()})
     assert sum(f["properties"]["cases"] for f in none.json()["features"]) == 0
-    mine = client.get("/heatmaps/grids", headers=_auth(client, "worker")).json()["features"]
-    assert {f["properties"]["code"] for f in mine} == set(client.get("/me", headers=_auth(client, "worker")).json()["scope"])
+    mine = client.get("/heatmaps/grids", headers=auth_headers(client, "worker")).json()["features"]
+    assert {f["properties"]["code"] for f in mine} == set(client.get("/me", headers=auth_headers(client, "worker")).json()["scope"])
     surface = client.get("/heatmaps/density", headers=supervisor, params={"bandwidth_m": 100, "cell_m": 20}).json()
     assert surface["features"] and all(f["properties"]["density"] > 0 for f in surface["features"])
     assert sum(f["properties"]["density"] for f in surface["features"]) * (20 / 1000) ** 2 == pytest.approx(4, rel=0.05)
     assert client.get("/heatmaps/density", headers=supervisor, params={"cell_m": 0}).status_code == 422
-    assert client.get("/heatmaps/grids", headers=_auth(client, "pipeline")).status_code == 403
+    assert client.get("/heatmaps/grids", headers=auth_headers(client, "pipeline")).status_code == 403
     assert client.get("/heatmaps/grids", headers=supervisor, params={"start": later, "end": later}).status_code == 400
     assert np.isfinite([f["properties"]["per_ha"] for f in mine]).all()

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+from conftest import free_port, served
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.demo import DEMO_PASSWORD
 from api.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -50,30 +43,16 @@ def test_token_command_prints_a_working_token(sqlite_demo, tmp_path):
 
 
 def test_serve_command_serves(sqlite_demo):
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)], env=sqlite_demo,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and server.poll() is None, "gridmap serve did not come up"
-                time.sleep(0.3)
-        assert health.json() == {"status": "ok", "backend": "sqlite"}
-        login = httpx.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "admin", "password": DEMO_PASSWORD})
+    with served([sys.executable, "-m", "api.cli", "serve"], sqlite_demo) as base:
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "backend": "sqlite"}
+        login = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": DEMO_PASSWORD})
         assert login.status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"] == "gridmap"
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        assert httpx.get(f"{base}/openapi.json").json()["info"]["title"] == "gridmap"
 
 
 def test_serve_refuses_an_unreachable_store(tmp_path):
     env = {**os.environ, "GRIDMAP_DATABASE_URL": f"sqlite:///{tmp_path / 'missing' / 'x.db'}"}
-    done = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", str(_free_port())], env=env,
+    done = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "does not exist" in done.stderr
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import geopandas as gpd
 import pytest
+from conftest import auth_headers
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.demo import DEMO_PASSWORD
 from api.service import Service
 from api.settings import Settings
 from api.worker import JobRunner
@@ -39,11 +39,6 @@ def surveys(tmp_path_factory):
     before, after, truth = survey_pair(tmp_path_factory.mktemp("surveys"), seed=0, size_m=200, resolution=0.2,
                                        units=units)
     return before, after, truth
-
-
-def _login(client: TestClient, username: str) -> dict:
-    token = client.post("/auth/token", json={"username": username, "password": DEMO_PASSWORD}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
 
 
 def upload(client: TestClient, headers: dict, path: Path, batch_id: str) -> dict:
@@ -72,7 +67,7 @@ def test_the_whole_loop(demo_url, tmp_path, surveys):
     settings = Settings(database_url=demo_url, data_dir=str(tmp_path / "data"), inprocess_worker=False)
     with TestClient(create_app(settings)) as client:
         service: Service = client.app.state.service
-        pipeline = _login(client, "pipeline")
+        pipeline = auth_headers(client, "pipeline")
         upload(client, pipeline, before, "survey-2025-04")
         second = upload(client, pipeline, after, "survey-2025-10")
         runner = JobRunner(service, n_workers=2)
@@ -100,7 +95,7 @@ def test_the_whole_loop(demo_url, tmp_path, surveys):
 
         # A worker verifies one on site; the supervisor closes it.
         case = cases[0]
-        worker = _login(client, case["assignee"])
+        worker = auth_headers(client, case["assignee"])
         act = lambda h, action, **b: client.post(f"/cases/{case['id']}/actions", json={"action": action, **b},
                                                  headers=h)
         assert act(worker, "handle", note="责令停工并拆除").status_code == 200
@@ -111,7 +106,7 @@ def test_the_whole_loop(demo_url, tmp_path, surveys):
         photo = client.post("/photos", files={"photo": ("site.jpg", jpg.tobytes(), "image/jpeg")},
                             headers=worker).json()["sha256"]
         assert act(worker, "verify", photos=[photo]).json()["state"] == "verified"
-        supervisor = _login(client, "supervisor")
+        supervisor = auth_headers(client, "supervisor")
         assert act(supervisor, "close").json()["state"] == "closed"
         start = (service.clock() - timedelta(hours=1)).isoformat()
         groups = client.get("/indicators", params={"by": "grid", "start": start}, headers=supervisor).json()["groups"]
@@ -135,7 +130,7 @@ def test_a_killed_worker_finishes_the_job_without_duplicates(postgres_admin, req
         data_dir = tmp_path / mode
         settings = Settings(database_url=url, data_dir=str(data_dir), inprocess_worker=False)
         with TestClient(create_app(settings)) as client:
-            pipeline = _login(client, "pipeline")
+            pipeline = auth_headers(client, "pipeline")
             upload(client, pipeline, before, "survey-a")
             job = upload(client, pipeline, after, "survey-b")
         env = {**os.environ, "GRIDMAP_DATABASE_URL": url, "GRIDMAP_DATA_DIR": str(data_dir),

@@ -6,12 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,11 +15,9 @@ import httpx
 import mapbox_vector_tile
 import pytest
 import shapely
-from fastapi.testclient import TestClient
+from conftest import auth_headers, require_gdal, served, uvicorn_argv
 
-from api.app import create_app
 from api.demo import DEMO_PASSWORD
-from api.settings import Settings
 
 BOUNDARIES = Path(__file__).resolve().parent.parent / "data" / "boundaries"
 
@@ -45,15 +38,8 @@ def expected_codes(layer_file: str, z: int, x: int, y: int) -> set[str]:
 
 
 @pytest.fixture
-def client(demo_url, tmp_path):
-    settings = Settings(database_url=demo_url, data_dir=str(tmp_path / "data"), inprocess_worker=False)
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def _auth(client, username):
-    token = client.post("/auth/token", json={"username": username, "password": DEMO_PASSWORD}).json()["access_token"]
-    return {"Authorization": f"Bearer {token}"}
+def client(demo_client):
+    return demo_client
 
 
 def _decode(reply) -> dict:
@@ -73,13 +59,13 @@ def _grid_point(client, code):
 def test_tile_holds_exactly_the_features_meeting_it(client, layer, source, z):
     point = _grid_point(client, "330102901003004")
     tile = tile_of(point.x, point.y, z)
-    decoded = _decode(client.get(f"/tiles/{layer}/{'/'.join(map(str, tile))}.pbf", headers=_auth(client, "supervisor")))
+    decoded = _decode(client.get(f"/tiles/{layer}/{'/'.join(map(str, tile))}.pbf", headers=auth_headers(client, "supervisor")))
     got = {f["properties"]["code"] for f in decoded[layer]["features"]}
     assert got == expected_codes(source, *tile)
 
 
 def test_low_zooms_leave_small_layers_out_and_bad_tiles_are_refused(client):
-    headers = _auth(client, "supervisor")
+    headers = auth_headers(client, "supervisor")
     point = _grid_point(client, "330102901001001")
     z, x, y = tile_of(point.x, point.y, 12)
     assert client.get(f"/tiles/buildings/{z}/{x}/{y}.pbf", headers=headers).content == b""
@@ -96,60 +82,40 @@ def test_a_new_case_is_in_the_next_tile_and_tiles_are_scoped(client):
     mine_point = _grid_point(client, "330102901001001")
     other_point = _grid_point(client, "330102901002001")
     tile = "/".join(map(str, tile_of(mine_point.x, mine_point.y, 14)))
-    worker, supervisor = _auth(client, "worker"), _auth(client, "supervisor")
+    worker, supervisor = auth_headers(client, "worker"), auth_headers(client, "supervisor")
     assert _decode(client.get(f"/tiles/cases/{tile}.pbf", headers=supervisor)) == {}
     ids = []
     for username, point in (("worker", mine_point), ("gw002001", other_point)):
         body = {"client_id": os.urandom(8).hex(), "category": "event:0502", "lon": point.x, "lat": point.y,
                 "observed_at": datetime.now(timezone.utc).isoformat()}
-        reply = client.post("/reports", data={"report": json.dumps(body)}, headers=_auth(client, username))
+        reply = client.post("/reports", data={"report": json.dumps(body)}, headers=auth_headers(client, username))
         ids.append(reply.json()["case"]["id"])
     assert tile == "/".join(map(str, tile_of(other_point.x, other_point.y, 14))), "both grids in one z14 tile"
     seen = {f["properties"]["id"] for f in _decode(client.get(f"/tiles/cases/{tile}.pbf", headers=supervisor))["cases"]["features"]}
     assert seen == set(ids)
     own = {f["properties"]["id"] for f in _decode(client.get(f"/tiles/cases/{tile}.pbf", headers=worker))["cases"]["features"]}
     assert own == {ids[0]}
-    assert client.get(f"/tiles/cases/{tile}.pbf", headers=_auth(client, "pipeline")).status_code == 403
+    assert client.get(f"/tiles/cases/{tile}.pbf", headers=auth_headers(client, "pipeline")).status_code == 403
 
 
 def test_gdal_reads_a_vector_tile(demo_url, tmp_path):
-    if shutil.which("ogrinfo") is None:
-        if os.environ.get("GRIDMAP_REQUIRE_POSTGIS") == "1":
-            pytest.fail("ogrinfo (gdal-bin) is required in CI")
-        pytest.skip("gdal-bin not installed")
+    require_gdal()
     env = {**os.environ, "GRIDMAP_DATABASE_URL": demo_url, "GRIDMAP_DATA_DIR": str(tmp_path / "data"),
            "GRIDMAP_INPROCESS_WORKER": "0"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-                               str(port), "--log-level", "warning"], env=env, start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.3)
+    grids = gpd.read_file(BOUNDARIES / "demo-grids.geojson")
+    point = grids.geometry.iloc[40].representative_point()
+    z, x, y = tile_of(point.x, point.y, 15)
+    out = tmp_path / "tile.geojson"
+    with served(uvicorn_argv(), env) as base:
         token = httpx.post(f"{base}/auth/token", json={"username": "supervisor", "password": DEMO_PASSWORD}
                            ).json()["access_token"]
-        grids = gpd.read_file(BOUNDARIES / "demo-grids.geojson")
-        point = grids.geometry.iloc[40].representative_point()
-        z, x, y = tile_of(point.x, point.y, 15)
         gdal = {**os.environ, "GDAL_HTTP_HEADERS": f"Authorization: Bearer {token}"}
-        out = tmp_path / "tile.geojson"
         # CLIP=NO: keep the features that only reach into the tile's buffer, which the expectation counts too.
         done = subprocess.run(["ogr2ogr", "-f", "GeoJSON", "-t_srs", "EPSG:4326", "-oo", "CLIP=NO", str(out),
                                f"MVT:/vsicurl/{base}/tiles/grids/{z}/{x}/{y}.pbf", "grids"],
                               env=gdal, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        read = gpd.read_file(out)
-        assert set(read["code"]) == expected_codes("demo-grids.geojson", z, x, y)
-        names = dict(zip(grids["code"], grids["name"]))
-        assert all(names[c] == n for c, n in zip(read["code"], read["name"]))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    read = gpd.read_file(out)
+    assert set(read["code"]) == expected_codes("demo-grids.geojson", z, x, y)
+    names = dict(zip(grids["code"], grids["name"]))
+    assert all(names[c] == n for c, n in zip(read["code"], read["name"]))
