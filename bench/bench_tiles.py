@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_locate import BOUNDS, make_grids  # noqa: E402
-from bench.bench_reports import free_port, make_database, wait_ready  # noqa: E402
+from bench.bench_reports import free_port, make_database, serve, stop, wait_ready  # noqa: E402
 
 BARE = """
 SELECT ST_AsMVT(q, 'grids', 4096, 'geom') FROM (
@@ -72,9 +71,7 @@ def main() -> None:
         bounds = store.get_units("street").total_bounds
     tiles = [t for z in range(12, 19) for t in tiles_over(bounds, z)]
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-                               str(port), "--log-level", "warning", "--no-access-log"], env=env, cwd=REPO,
-                              start_new_session=True)
+    server = serve("api.app:create_app", port, 1, env)
     ours, bare = [], []
     try:
         wait_ready(port)
@@ -96,8 +93,7 @@ def main() -> None:
                     bare.append(time.perf_counter() - started)
         conn.close()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
     ratio = statistics.median(ours) / statistics.median(bare)
     print(f"{len(tiles)} tiles z12-z18 over the demo street, layer grids")
     print(f"endpoint median {1000 * statistics.median(ours):.2f} ms (p90 {1000 * sorted(ours)[int(len(ours) * 0.9)]:.2f}), "

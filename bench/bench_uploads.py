@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.bench_reports import free_port, wait_ready  # noqa: E402
+from bench.bench_reports import free_port, serve, stop, wait_ready  # noqa: E402
 
 CHUNK = 8 * 1024 * 1024
 
@@ -73,9 +72,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "api.cli", "demo", "--dir", str(work / "boundaries")], env=env,
                        check=True, stdout=subprocess.DEVNULL, cwd=REPO)
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port",
-                                   str(port), "--log-level", "warning", "--no-access-log"], env=env, cwd=REPO,
-                                  start_new_session=True)
+        server = serve("api.app:create_app", port, 1, env)  # one process: its VmHWM is the server's
         try:
             wait_ready(port)
             base = f"http://127.0.0.1:{port}"
@@ -106,8 +103,7 @@ def main() -> None:
             upload_seconds = time.perf_counter() - started
             peak_mb = vm_hwm_mb(server.pid)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            stop(server)
         print(f"{args.files} files x {args.mb:g} MB = {total_mb:,.0f} MB")
         print(f"plain file copy:  {copy_seconds:6.1f} s  {total_mb / copy_seconds:7.0f} MB/s")
         print(f"chunked upload:   {upload_seconds:6.1f} s  {total_mb / upload_seconds:7.0f} MB/s "

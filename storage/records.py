@@ -423,10 +423,6 @@ class Records:
         with self._tx("count_cases") as tx:
             return int(tx.one(sql, params)[0])
 
-    def transition_case(self, case_id: int, *, version: int, state: str, changes: dict, event: dict) -> dict:
-        """One step of :meth:`advance_case`."""
-        return self.advance_case(case_id, version=version, steps=[Step(state, changes, event)])
-
     def advance_case(self, case_id: int, *, version: int, steps: Sequence[Step]) -> dict:
         """Apply ``steps`` to a case atomically, if it is still at ``version``: each moves it to a state with
         changes to columns of :data:`CASE_UPDATABLE` and appends its event (``at, actor, role, action, note,
