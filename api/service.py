@@ -31,6 +31,7 @@ from shapely import Point
 from api.errors import AuthError, ForbiddenError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from api.security import new_token, token_hash, verify_password
 from api.settings import Settings
+from api.tilecache import TileCache
 from gridmap.crs import bd09_to_wgs84, gcj02_to_wgs84, metric_crs, wgs84_to_gcj02
 from gridmap.files import atomic_path
 from gridmap.locate import UnitLocator
@@ -92,6 +93,7 @@ class Service:
         self._locator: UnitLocator | None = None
         self._tokens: dict[str, tuple[float, dict]] = {}
         self._supervisors: tuple[float, list[dict]] | None = None
+        self.tiles = TileCache(store, settings.tile_cache_bytes)
 
     # ------------------------------------------------------------------------------------------ units
 
@@ -135,13 +137,21 @@ class Service:
             raise AuthError("wrong username or password")
         return self.issue_token(username)
 
+    def remembered_account(self, token: str | None) -> dict | None:
+        """The account of a token this process checked less than :data:`TOKEN_CACHE_SECONDS` ago, else None:
+        no I/O, so the event loop can answer most requests without a thread."""
+        checked, known = self._tokens.get(token_hash(token), (0.0, None)) if token else (0.0, None)
+        if known is not None and time.monotonic() - checked < TOKEN_CACHE_SECONDS and self.clock() < known["expires"]:
+            return known["account"]
+        return None
+
     def authenticate(self, token: str | None) -> dict:
         if not token:
             raise AuthError("no bearer token: log in at POST /auth/token and send 'Authorization: Bearer <token>'")
+        remembered = self.remembered_account(token)
+        if remembered is not None:
+            return remembered
         key = token_hash(token)
-        checked, known = self._tokens.get(key, (0.0, None))
-        if known is not None and time.monotonic() - checked < TOKEN_CACHE_SECONDS and self.clock() < known["expires"]:
-            return known["account"]
         account = self.store.account_for_token(key, self.clock())
         if account is None:
             raise AuthError("bearer token unknown or expired: log in again")

@@ -16,7 +16,7 @@ import io
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import psycopg2
 import psycopg2.extensions
@@ -43,7 +43,7 @@ from storage._common import (
 )
 from storage.base import BBox, Store
 from gridmap.tiles import BUFFER, EXTENT, LAYERS, check_tile, tolerance
-from storage.records import OPEN_STATES, Dialect, Records, Tx
+from storage.records import OPEN_STATES, TILE_EPOCHS, Dialect, Records, Tx, tile_source
 from storage.errors import StoreConfigError, StoreError
 
 #: Environment variable with the maximum number of pooled connections (default 8).
@@ -93,10 +93,10 @@ CREATE TABLE IF NOT EXISTS "schema_migrations" (
 
 # One layer of one tile: the tile's envelope (ST_TileEnvelope, Web Mercator), the features whose geometry meets
 # it plus the buffer (GIST index, in EPSG:4326), simplified (gridmap.tiles.tolerance) and clipped and quantised by
-# ST_AsMVTGeom with the extent and buffer of gridmap.tiles.
+# ST_AsMVTGeom with the extent and buffer of gridmap.tiles; and the epoch of the table, in the same snapshot.
 TILE_SQL = """
 WITH "tile" AS (SELECT ST_TileEnvelope(%s, %s, %s) AS "env")
-SELECT ST_AsMVT("features", %s, {extent}, 'geom')
+SELECT (SELECT sum("changes") FROM "tile_epochs" WHERE "source" = %s), ST_AsMVT("features", %s, {extent}, 'geom')
 FROM (
     SELECT {{columns}}, ST_AsMVTGeom(ST_Simplify(ST_Transform("source"."geom", 3857), %s), "tile"."env",
                                    {extent}, {buffer}, true) AS "geom"
@@ -123,12 +123,15 @@ class PostgisStore(Store, Records):
             raise StoreConfigError(f"pool size {self._size} for {self.url}: need at least 1 connection")
         self._slots = threading.BoundedSemaphore(self._size)
         self._closed = False
+        self._epochs_conn: psycopg2.extensions.connection | None = None
+        self._epochs_lock = threading.Lock()
         try:
             given = psycopg2.extensions.parse_dsn(url)
         except psycopg2.Error as error:
             raise StoreConfigError(f"cannot connect to PostgreSQL at {self.url}: {one_line(error)}") from error
         extra = {"connect_timeout": CONNECT_TIMEOUT, "application_name": "gridmap", "client_encoding": "UTF8"}
         extra = {k: v for k, v in extra.items() if k not in given}
+        self._dsn, self._extra = url, extra
         try:
             # minconn = maxconn: psycopg2's pool closes any connection returned beyond minconn, so a smaller
             # minconn means a new connection (a new server process) for most requests under load.
@@ -249,13 +252,18 @@ class PostgisStore(Store, Records):
         pool = getattr(self, "_pool", None)
         if pool is not None and not pool.closed:
             pool.closeall()
+        with self._epochs_lock:
+            if self._epochs_conn is not None:
+                self._epochs_conn.close()
 
     # --------------------------------------------------------------------------------------- plumbing
 
     @contextmanager
-    def _cursor(self, what: str, error: type[StoreError] = StoreError) -> Iterator[psycopg2.extensions.cursor]:
+    def _cursor(self, what: str, error: type[StoreError] = StoreError, *,
+                autocommit: bool = False) -> Iterator[psycopg2.extensions.cursor]:
         """A cursor in one transaction on a pooled connection: committed if the block succeeds, rolled
-        back otherwise; psycopg2 errors come out as ``error`` with a one-line message."""
+        back otherwise; psycopg2 errors come out as ``error`` with a one-line message. ``autocommit``: no
+        transaction, each statement its own (one round trip where BEGIN and COMMIT add two: for single reads)."""
         if self._closed:
             raise StoreError(f"store {self.url} is closed")
         if not self._slots.acquire(timeout=ACQUIRE_TIMEOUT):
@@ -271,7 +279,9 @@ class PostgisStore(Store, Records):
             except psycopg2.Error as exc:
                 raise error(f"{what}: cannot connect to PostgreSQL at {self.url}: {one_line(exc)}") from exc
             try:
-                with conn, conn.cursor() as cur:
+                conn.autocommit = autocommit
+                # psycopg2 >= 2.9 opens a transaction inside "with conn" even in autocommit mode.
+                with nullcontext() if autocommit else conn, conn.cursor() as cur:
                     yield cur
             except psycopg2.Error as exc:
                 discard = isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError))
@@ -283,11 +293,12 @@ class PostgisStore(Store, Records):
                 self._give_back(conn, discard or bool(conn.closed))
             self._slots.release()
 
-    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *,
+                    scope: Iterable[str] | None = None) -> tuple[int, bytes]:
         spec = LAYERS[layer]
         check_tile(z, x, y)
         if z < spec.minzoom:
-            return b""
+            return self.tile_epochs()[tile_source(layer)], b""
         params: list[object] = []
         columns = ", ".join(f'"{c}"' for c in spec.properties_at(z))
         if spec.level is not None:
@@ -300,10 +311,34 @@ class PostgisStore(Store, Records):
                 source += ' AND ("grid" = ANY(%s::text[]) OR "community" = ANY(%s::text[]) OR "street" = ANY(%s::text[]))'
                 params += [list(scope)] * 3
         sql = TILE_SQL.format(source=source, columns=columns)
-        with self._cursor("vector_tile") as cur:
-            cur.execute(sql, [z, x, y, layer, tolerance(z), *params])
-            (tile,) = cur.fetchone()
-        return bytes(tile or b"")
+        ((epoch, tile),) = self._read("vector_tile", sql, [z, x, y, tile_source(layer), layer, tolerance(z), *params])
+        return int(epoch), bytes(tile or b"")
+
+    def tile_epochs(self) -> dict[str, int]:
+        # Every tile request asks, so on a connection of its own, in autocommit, with the statement prepared:
+        # half the time and the CPU of a pooled transaction.
+        with self._epochs_lock:
+            if self._closed:
+                raise StoreError(f"store {self.url} is closed")
+            try:
+                if self._epochs_conn is None or self._epochs_conn.closed:
+                    self._epochs_conn = psycopg2.connect(self._dsn, **self._extra)
+                    self._epochs_conn.autocommit = True
+                    with self._epochs_conn.cursor() as cur:
+                        cur.execute(f'PREPARE "tile_epochs" AS {TILE_EPOCHS}')
+                with self._epochs_conn.cursor() as cur:
+                    cur.execute('EXECUTE "tile_epochs"')
+                    return {source: int(n) for source, n in cur.fetchall()}
+            except psycopg2.Error as exc:
+                if self._epochs_conn is not None:
+                    self._epochs_conn.close()  # the next call connects again
+                raise StoreError(f"tile_epochs failed on {self.url}: {one_line(exc)}") from exc
+
+    def _read(self, what: str, sql: str, params: list[object] | tuple = ()) -> list[tuple]:
+        """The rows of one read-only statement, in autocommit."""
+        with self._cursor(what, autocommit=True) as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Tx]:

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from gridmap.tiles import LAYERS
 from storage.errors import InvalidValueError, StoreError
 
 GENESIS = "0" * 64
@@ -45,6 +46,12 @@ _JOB_COLUMNS = ("id", "kind", "batch_id", "state", "attempts", "lease_owner", "l
 _ACCOUNT_COLUMNS = ("username", "role", "display_name", "password_hash", "scope", "absent", "max_open", "created_at")
 OPEN_STATES = ("reported", "registered", "dispatched", "handled", "verified")
 _INT64 = 2**63 - 1
+TILE_EPOCHS = 'SELECT "source", sum("changes") FROM "tile_epochs" GROUP BY "source"'
+
+
+def tile_source(layer: str) -> str:
+    """The table a tile layer is drawn from, whose epoch its tiles follow."""
+    return "cases" if LAYERS[layer].level is None else "units"
 
 
 class ConflictError(StoreError):
@@ -215,9 +222,18 @@ class Records:
         """One transaction (see the module docstring)."""
 
     @abstractmethod
-    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
-        """One layer of :data:`gridmap.tiles.LAYERS` as an MVT tile (empty bytes: nothing there). ``cases``
-        are the open ones, limited to ``scope`` (unit codes, as :meth:`list_cases`) when given."""
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *,
+                    scope: Iterable[str] | None = None) -> tuple[int, bytes]:
+        """One layer of :data:`gridmap.tiles.LAYERS` as an MVT tile (empty bytes: nothing there), with the epoch
+        of its table (:func:`tile_source`, :meth:`tile_epochs`) as it was no later than the data drawn: a
+        tile kept under that epoch can be older than it says, never newer. ``cases`` are the open ones,
+        limited to ``scope`` (unit codes, as :meth:`list_cases`) when given."""
+
+    @abstractmethod
+    def tile_epochs(self) -> dict[str, int]:
+        """``{"units": n, "cases": m}``: numbers that grow with every committed write to that table, by any
+        process (triggers of the ``0003_tile_epochs`` migration; read with :data:`TILE_EPOCHS`). Cheap: the
+        tile cache reads them on every request for a tile it holds."""
 
     # ----------------------------------------------------------------------------- accounts and tokens
 

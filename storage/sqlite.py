@@ -43,7 +43,7 @@ from storage._common import (
 )
 from storage.base import BBox, Store
 from gridmap.tiles import LAYERS, check_tile, encode_tile, lonlat_bounds
-from storage.records import OPEN_STATES, Dialect, Records, Tx
+from storage.records import OPEN_STATES, TILE_EPOCHS, Dialect, Records, Tx, tile_source
 from storage.errors import StoreConfigError, StoreError
 
 #: Seconds a connection waits for another writer's lock before failing with "database is locked".
@@ -268,11 +268,13 @@ class SqliteStore(Store, Records):
                 raise
             conn.execute("COMMIT")
 
-    def vector_tile(self, layer: str, z: int, x: int, y: int, *, scope: Iterable[str] | None = None) -> bytes:
+    def vector_tile(self, layer: str, z: int, x: int, y: int, *,
+                    scope: Iterable[str] | None = None) -> tuple[int, bytes]:
         spec = LAYERS[layer]
         check_tile(z, x, y)
+        epoch = self.tile_epochs()[tile_source(layer)]  # read before the data: the tile is at least this new
         if z < spec.minzoom:
-            return b""
+            return epoch, b""
         box = lonlat_bounds(z, x, y)
         properties = list(spec.properties_at(z))
         if spec.level is not None:
@@ -282,7 +284,11 @@ class SqliteStore(Store, Records):
             frame = GeoDataFrame([{k: c[k] for k in properties} for c in cases], columns=properties,
                                  geometry=points_from_xy([c["lon"] for c in cases], [c["lat"] for c in cases]),
                                  crs="EPSG:4326")
-        return encode_tile({layer: frame.to_crs("EPSG:3857")}, z, x, y)
+        return epoch, encode_tile({layer: frame.to_crs("EPSG:3857")}, z, x, y)
+
+    def tile_epochs(self) -> dict[str, int]:
+        with self._connection("tile_epochs") as conn:
+            return {source: int(n) for source, n in conn.execute(TILE_EPOCHS)}
 
     @contextmanager
     def _tx(self, what: str) -> Iterator[Tx]:
