@@ -8,13 +8,15 @@ single-machine install needs no separate worker; on PostGIS ``gridmap worker`` r
 
 from __future__ import annotations
 
+import gc
 import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api.errors import install_handlers
-from api.routes import auth, cases, features, heatmaps, indicators, open311, reports, tiles, uploads
+from api.routes import auth, cases, features, heatmaps, indicators, open311, reports, surveys, tiles, uploads
+from api.routes.pages import install_pages
 from api.service import Service
 from api.settings import Settings
 from api.uploads import Uploads
@@ -33,6 +35,11 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
         service = Service(opened, settings)
         app.state.service = service
         app.state.uploads = Uploads(service)
+        # What start-up made (the libraries, the store, the service: 140,000 objects) lives as long as the
+        # process; left to the collector, every full collection walks it, 80 ms that stall all requests.
+        # Once per process: tests start many apps in one, and frozen garbage is never freed.
+        if not gc.get_freeze_count():
+            gc.freeze()
         stop = threading.Event()
         thread = None
         inprocess = settings.inprocess_worker
@@ -56,8 +63,10 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     app = FastAPI(title="gridmap", version="0.1.0", lifespan=lifespan,
                   description="Grid management and illegal-construction inspection for street offices (街道办事处).")
     install_handlers(app)
-    for module in (auth, reports, cases, uploads, indicators, open311, features, tiles, heatmaps):
+    for module in (auth, reports, cases, uploads, indicators, open311, features, tiles, heatmaps, surveys):
         app.include_router(module.router)
+    app.router.routes.insert(0, tiles.TILE_ROUTE)
+    install_pages(app)
 
     @app.get("/health", tags=["meta"], summary="Liveness and the store's backend")
     def health() -> dict:

@@ -64,6 +64,12 @@ class PayloadTooLargeError(ServiceError):
     status = 413
 
 
+class UnavailableError(ServiceError):
+    """Part of the installation is missing (the pages' browser libraries before ``npm ci``)."""
+
+    status = 503
+
+
 class InvalidInputError(ServiceError):
     """A well-formed request whose content cannot be used (outside the street, wrong datum, bad hash)."""
 

@@ -33,6 +33,10 @@ class Settings:
     GRIDMAP_TAXONOMY             a city's category file, merged over the shipped CJ/T 214 taxonomy
     GRIDMAP_INPROCESS_WORKER     ``1``: the service runs upload jobs itself (default on the embedded
                                  SQLite store, off on PostGIS where ``gridmap worker`` runs them)
+    GRIDMAP_TILE_CACHE_MB        memory each server process gives cached vector tiles (default 64)
+    GRIDMAP_BASEMAP              the pages' basemap: ``none`` (default), ``tianditu``, ``amap``, ``osm``
+                                 (:mod:`api.basemaps`)
+    GRIDMAP_TIANDITU_KEY         the key Tianditu issues (needed for ``tianditu``)
     ===========================  =====================================================================
     """
 
@@ -47,6 +51,9 @@ class Settings:
     max_upload_files: int = 5000
     taxonomy: str | None = None
     inprocess_worker: bool | None = None
+    tile_cache_bytes: int = 64 * 1024**2
+    basemap: str = "none"
+    tianditu_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -67,11 +74,25 @@ class Settings:
             max_upload_files=_positive_int(environ, "GRIDMAP_MAX_UPLOAD_FILES", 5000),
             taxonomy=environ.get("GRIDMAP_TAXONOMY") or None,
             inprocess_worker=_flag(environ, "GRIDMAP_INPROCESS_WORKER"),
+            tile_cache_bytes=_positive_int(environ, "GRIDMAP_TILE_CACHE_MB", 64) * 1024**2,
+            basemap=_basemap(environ),
+            tianditu_key=environ.get("GRIDMAP_TIANDITU_KEY") or None,
         )
 
 
 class SettingsError(ValueError):
     """An environment variable with a value that cannot be used."""
+
+
+def _basemap(environ: Mapping[str, str]) -> str:
+    from api.basemaps import basemap
+
+    name = environ.get("GRIDMAP_BASEMAP", "").strip().lower() or "none"
+    try:
+        basemap(name, tianditu_key=environ.get("GRIDMAP_TIANDITU_KEY") or None)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    return name
 
 
 def _flag(environ: Mapping[str, str], name: str) -> bool | None:

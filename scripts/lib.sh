@@ -43,3 +43,22 @@ ensure_gdal() {
     apt_install gdal-bin || log "could not install gdal-bin; the GDAL tests will skip"
   fi
 }
+
+ensure_pages() {
+  # The pages' browser libraries (Leaflet and friends), pinned in api/pages/package-lock.json and served by
+  # the app itself: no CDN.
+  if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+  if [ ! -d api/pages/node_modules ] || [ api/pages/package-lock.json -nt api/pages/node_modules ]; then
+    log "installing the pages' browser libraries (npm ci)"
+    (cd api/pages && npm ci --no-audit --no-fund --loglevel=error 2>&1 | grep -v 'Unknown user config' || true)
+    touch api/pages/node_modules
+  fi
+}
+
+ensure_chromium() {
+  # The page tests drive Debian's Chromium (Playwright's own browser download is not reachable here); the
+  # CJK fonts make the Chinese UI legible in their screenshots.
+  if ! command -v chromium >/dev/null || ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then
+    apt_install chromium fonts-noto-cjk || log "could not install chromium; the page tests will skip"
+  fi
+}
