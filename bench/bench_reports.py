@@ -99,6 +99,14 @@ def wait_ready(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError(f"server on port {port} did not come up")
 
 
+#: wrk's summary as one line the benchmarks parse (requests, microseconds, non-2xx, socket errors, p50/p99 ms).
+WRK_DONE = r"""
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %.3f %.3f\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.timeout + summary.errors.connect + summary.errors.read + summary.errors.write,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
 LUA = r"""
 local photo = io.open("{photo}", "rb"):read("*a")
 local tokens = {{{tokens}}}
@@ -133,11 +141,6 @@ request = function()
   local body = fields .. part("photos", photo, "p.jpg") .. "--" .. boundary .. "--\r\n"
   return wrk.format("POST", "/reports", headers, body)
 end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %.3f %.3f\n", summary.requests, summary.duration,
-    summary.errors.status, summary.errors.timeout + summary.errors.connect + summary.errors.read + summary.errors.write,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
 """
 
 
@@ -158,7 +161,7 @@ def write_script(path: Path, *, mode: str, prefix: str, photo: Path, points, tok
     path.write_text(LUA.format(
         photo=photo, mode=mode, prefix=prefix, now=datetime.now(timezone.utc).isoformat(),
         tokens=", ".join(f'"{tokens.get(u, "")}"' for u, _ in points),
-        lons=", ".join(f"{p.x:.7f}" for _, p in points), lats=", ".join(f"{p.y:.7f}" for _, p in points)))
+        lons=", ".join(f"{p.x:.7f}" for _, p in points), lats=", ".join(f"{p.y:.7f}" for _, p in points)) + WRK_DONE)
     return path
 
 

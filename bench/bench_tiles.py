@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.bench_locate import BOUNDS, make_grids  # noqa: E402
-from bench.bench_reports import free_port, load, make_database, serve, stop, wait_ready  # noqa: E402
+from bench.bench_reports import WRK_DONE, free_port, load, make_database, serve, stop, wait_ready  # noqa: E402
 
 # Importing bench_locate pins this process to one core (its figure is per core), and the servers and wrk
 # started here would inherit that: give them the machine back.
@@ -54,11 +54,6 @@ local i = 0
 request = function()
   i = i % #paths + 1
   return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {token}"}})
-end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %.3f %.3f\n", summary.requests, summary.duration,
-    summary.errors.status, summary.errors.timeout + summary.errors.connect + summary.errors.read + summary.errors.write,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
 
@@ -85,6 +80,15 @@ class Client:
         return body, headers
 
 
+def supervisor_token(port: int) -> str:
+    import httpx
+
+    from api.demo import DEMO_PASSWORD
+
+    reply = httpx.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "supervisor", "password": DEMO_PASSWORD})
+    return reply.json()["access_token"]
+
+
 def tiles_over(bounds, z):
     minx, miny, maxx, maxy = bounds
     n = 2**z
@@ -104,10 +108,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the wrk run")
     args = parser.parse_args()
     import geopandas as gpd
-    import httpx
     import psycopg2
 
-    from api.demo import DEMO_PASSWORD
     from gridmap.units import make_units
     from storage import open_store
 
@@ -127,8 +129,7 @@ def main() -> None:
     server = serve("api.app:create_app", port, 1, env)
     try:
         wait_ready(port)
-        token = httpx.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "supervisor",
-                                                                      "password": DEMO_PASSWORD}).json()["access_token"]
+        token = supervisor_token(port)
         client = Client(port, token)
         with open_store(url) as store, conn.cursor() as cur:
             for _ in range(2):  # the first pass warms PostgreSQL's buffers and the server; the second counts
@@ -167,11 +168,10 @@ def main() -> None:
     server = serve("api.app:create_app", port, 2, env)
     try:
         wait_ready(port)
-        token = httpx.post(f"http://127.0.0.1:{port}/auth/token", json={"username": "supervisor",
-                                                                      "password": DEMO_PASSWORD}).json()["access_token"]
+        token = supervisor_token(port)
         (data_dir / "paths.txt").write_text("\n".join(paths) + "\n")
         script = data_dir / "tiles.lua"
-        script.write_text(WRK_LUA.format(paths=data_dir / "paths.txt", token=token))
+        script.write_text(WRK_LUA.format(paths=data_dir / "paths.txt", token=token) + WRK_DONE)
         load(port, script, 3, 16)  # every tile drawn once in each process
         warm = load(port, script, args.seconds, 16)
     finally:
