@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 
-# Pin numeric libraries to one thread before they are imported: the figure is per core.
+# Numeric libraries to one thread before they are imported: the figure is per core.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ[_name] = "1"
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -129,6 +127,8 @@ def lowest_per_point(n: int, which: np.ndarray, polygon: np.ndarray) -> np.ndarr
 
 
 def main() -> int:
+    if hasattr(os, "sched_setaffinity"):  # the figure is per core (in main: importers keep their cores)
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--grids", type=int, default=40_625)

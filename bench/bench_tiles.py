@@ -34,11 +34,6 @@ sys.path.insert(0, str(REPO))
 from bench.bench_locate import BOUNDS, make_grids  # noqa: E402
 from bench.bench_reports import WRK_DONE, free_port, load, make_database, serve, stop, wait_ready  # noqa: E402
 
-# Importing bench_locate pins this process to one core (its figure is per core), and the servers and wrk
-# started here would inherit that: give them the machine back.
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, range(os.cpu_count()))
-
 BARE = """
 SELECT ST_AsMVT(q, 'grids', 4096, 'geom') FROM (
     SELECT "code", "name", ST_AsMVTGeom(ST_Transform("geom", 3857), ST_TileEnvelope(%s, %s, %s), 4096, 64, true) AS geom
