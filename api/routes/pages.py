@@ -25,6 +25,7 @@ from api.basemaps import basemap
 from api.deps import service
 from api.errors import UnavailableError
 from api.service import Service
+from inspection import cases as workflow
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 MODULES = PAGES / "node_modules"
@@ -88,11 +89,14 @@ def service_worker() -> Response:
 
 @router.get("/pages/config.json")
 def config(svc: Service = Depends(service)) -> dict:
-    """What the pages need before login: the basemap and the street's extent."""
+    """What the pages need before login: the basemap, the street's extent, and the workflow's Chinese labels
+    (from the workflow table, so the pages never spell them differently; ``report`` is a case's first event)."""
     settings = svc.settings
     street = svc.units[svc.units["level"] == "street"]
+    actions = {"report": workflow.STATE_LABELS["reported"]} | {a.name: a.label for a in workflow.ACTIONS.values()}
     return {"basemap": basemap(settings.basemap, tianditu_key=settings.tianditu_key).as_json(),
-            "bounds": street.total_bounds.tolist(), "street": street["name"].iloc[0] if len(street) else ""}
+            "bounds": street.total_bounds.tolist(), "street": street["name"].iloc[0] if len(street) else "",
+            "labels": {"states": workflow.STATE_LABELS, "actions": actions}}
 
 
 @lru_cache(maxsize=1)

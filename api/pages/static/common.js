@@ -121,13 +121,8 @@ const GM = (() => {
   const when = (iso) => (iso ? new Date(iso).toLocaleString("zh-CN", { hour12: false }) : "—");
   const escape = (text) => String(text ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-  const STATES = { reported: "上报", registered: "立案", dispatched: "派遣", handled: "处置", verified: "核查",
-    closed: "结案", cancelled: "作废" };
-
-  const ACTIONS = { report: "上报", register: "立案", dispatch: "派遣", redispatch: "重新派遣", return: "退回",
-    handle: "处置反馈", reject: "处置不合格", verify: "核查", reopen: "核查不通过", close: "结案", cancel: "作废" };
   const SOURCES = { report: "网格员上报", pipeline: "无人机巡查", hotline: "12345 热线", supervisor: "监督员" };
 
   return { ApiError, api, json, login, logout, account, token, displayer, moveGeoJSON, addBasemap, distance,
-    metres, when, escape, STATES, ACTIONS, SOURCES, AuthTileLayer };
+    metres, when, escape, SOURCES, AuthTileLayer };
 })();

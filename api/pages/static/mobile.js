@@ -10,7 +10,7 @@
   const CASE_COLOURS = { dispatched: "#d35400", handled: "#2874a6" };
   const reads = new Set(["/me"]); // every GET the page needs to open offline
   const read = (path) => { reads.add(path); return GM.json(path); };
-  const state = { me: null, map: null, show: null, fix: null, fixMarker: null, centred: false, cases: [], caseLayer: null, open: null };
+  const state = { me: null, labels: null, map: null, show: null, fix: null, fixMarker: null, centred: false, cases: [], caseLayer: null, open: null };
 
   // ------------------------------------------------------------------------------------------------ start
 
@@ -49,7 +49,9 @@
     $("app").hidden = false;
     $("who").textContent = `${me.display_name || me.username}`;
     network();
-    initMap(await configured);
+    const config = await configured;
+    state.labels = config.labels;
+    initMap(config);
     const categories = loadCategories(); // only the report form needs them: not waited for
     await Promise.all([drawGrids(), loadCases()]);
     watchPosition();
@@ -63,7 +65,7 @@
       navigator.serviceWorker.register("/m/sw.js", { scope: "/m/" }).catch(() => {});
     }
     await categories;
-    addLatestSurvey(await configured).catch(() => {}); // a basemap to inspect on, when a drone survey covers the street
+    addLatestSurvey(config).catch(() => {}); // a basemap to inspect on, when a drone survey covers the street
     window.gridmapReadyAt = performance.now(); // the browser tests and the page benchmark wait for these
     window.gridmapReady = true;
   }
@@ -132,7 +134,7 @@
       if (c.deadline_at && new Date(c.deadline_at).getTime() < now) li.classList.add("overdue");
       li.innerHTML = `<span class="what">#${c.id} ${GM.escape(c.description || c.category).slice(0, 40)}</span>`
         + `<span class="far">${c.far === null ? "" : GM.metres(c.far)}</span>`
-        + `<span class="meta">${GM.STATES[c.state]} · 期限 ${GM.when(c.deadline_at)}</span>`;
+        + `<span class="meta">${state.labels.states[c.state]} · 期限 ${GM.when(c.deadline_at)}</span>`;
       li.addEventListener("click", () => openCase(c.id));
       return li;
     }));
@@ -162,14 +164,14 @@
       showChip($("chip-before"), `/cases/${id}/chips/before`);
       showChip($("chip-after"), `/cases/${id}/chips/after`);
     }
-    const actions = Object.keys(LABELS).filter((a) => detail.allowed_actions.includes(a));
+    const actions = OFFERED.filter((a) => detail.allowed_actions.includes(a));
     const select = dialog.querySelector("select[name=action]");
-    select.replaceChildren(...actions.map((a) => new Option(LABELS[a], a)));
+    select.replaceChildren(...actions.map((a) => new Option(state.labels.actions[a], a)));
     $("case-action").hidden = $("case-submit").hidden = actions.length === 0;
     dialog.showModal();
   }
 
-  const LABELS = { handle: "处置反馈", verify: "核查", return: "退回" };
+  const OFFERED = ["handle", "verify", "return"]; // what a worker does on the spot, in the order offered
 
   async function showChip(img, path) {
     try {

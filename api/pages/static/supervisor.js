@@ -9,6 +9,7 @@
   const rate = (v) => (v === null || v === undefined ? "—" : `${Math.round(v * 100)}%`);
   const hours = (v) => (v === null || v === undefined ? "—" : v.toFixed(1));
   let categories = {};
+  let labels = { states: {}, actions: {} }; // the workflow's Chinese labels, from /pages/config.json
 
   $("login").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -37,6 +38,7 @@
     $("who").textContent = me.display_name || me.username;
     const [config, services] = await Promise.all([GM.json("/pages/config.json"), GM.json("/open311/v2/services.json")]);
     $("street").textContent = config.street;
+    labels = config.labels;
     categories = Object.fromEntries(services.map((s) => [s.service_code, s.service_name]));
     document.querySelector("#filters select[name=category]").append(...services.map((s) => new Option(s.service_name, s.service_code)));
     await refresh();
@@ -93,7 +95,7 @@
     const reply = await GM.json(`/cases?${query}`);
     $("case-count").textContent = `共 ${reply.total} 件，显示 ${reply.cases.length} 件`;
     const body = $("cases").tBodies[0];
-    body.innerHTML = reply.cases.map((c) => `<tr data-case-id="${c.id}">${cell(`#${c.id}`)}${cell(GM.STATES[c.state])}`
+    body.innerHTML = reply.cases.map((c) => `<tr data-case-id="${c.id}">${cell(`#${c.id}`)}${cell(labels.states[c.state])}`
       + `${cell(categories[c.category] || c.category)}${cell(GM.SOURCES[c.source] || c.source)}${cell(c.grid)}${cell(c.assignee)}${cell(GM.when(c.reported_at))}</tr>`).join("");
     body.querySelectorAll("tr").forEach((row) => row.addEventListener("click", () => guard(showCase(row))));
   }
@@ -107,8 +109,8 @@
     $("detail-meta").textContent = `${categories[c.category] || c.category} · 网格 ${c.grid || "—"} · 处置人 ${c.assignee || "—"} · 期限 ${GM.when(c.deadline_at)}`;
     $("detail-description").textContent = c.description || "";
     $("audit-intact").textContent = c.audit_intact ? "（完整，未被改动）" : "（校验失败：记录被改动！）";
-    $("audit").innerHTML = c.events.map((e) => `<li><strong>${GM.escape(GM.ACTIONS[e.action] || e.action)}</strong> `
-      + `${GM.escape(GM.STATES[e.from_state] || "")} → ${GM.escape(GM.STATES[e.to_state] || "")}`
+    $("audit").innerHTML = c.events.map((e) => `<li><strong>${GM.escape(labels.actions[e.action] || e.action)}</strong> `
+      + `${GM.escape(labels.states[e.from_state] || "")} → ${GM.escape(labels.states[e.to_state] || "")}`
       + `${e.assignee ? ` · 派给 ${GM.escape(e.assignee)}` : ""}${e.note ? `<br>${GM.escape(e.note)}` : ""}`
       + `<br><span class="who">${GM.escape(e.actor)}（${GM.escape(e.role)}） ${GM.when(e.at)}${e.photos.length ? ` · 照片 ${e.photos.length}` : ""}</span></li>`).join("");
   }
