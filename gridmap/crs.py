@@ -362,13 +362,15 @@ def _crs_of(code: int) -> pyproj.CRS:
 
 # Shared by the service's threads: pyproj Transformers are thread-safe since pyproj 3.1.
 @lru_cache(maxsize=64)
-def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
+def transformer(src, dst) -> pyproj.Transformer:
+    """A cached lon/lat-ordered (``always_xy``) transformer between two CRSs (anything pyproj takes that
+    hashes: ``"EPSG:4326"``, a :class:`pyproj.CRS`); building one costs tens of milliseconds."""
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
 def _reproject(x: np.ndarray, y: np.ndarray, src: pyproj.CRS, dst: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
     # PROJ flattens its input and hands 0-d arrays back as Python floats; keep the caller's shape.
-    nx, ny = _transformer(src, dst).transform(x.ravel(), y.ravel())
+    nx, ny = transformer(src, dst).transform(x.ravel(), y.ravel())
     return np.asarray(nx, dtype=np.float64).reshape(x.shape), np.asarray(ny, dtype=np.float64).reshape(y.shape)
 
 

@@ -32,7 +32,7 @@ import shapely
 from affine import Affine
 from shapely import STRtree
 
-from gridmap.crs import metric_crs
+from gridmap.crs import metric_crs, transform_geometries, transformer
 from gridmap.locate import LOCATE_LEVELS, UnitLocator
 from inspection.errors import InspectionError
 
@@ -555,11 +555,12 @@ def _to_metric(geometry: np.ndarray, crs: pyproj.CRS) -> np.ndarray:
     if crs.is_projected and crs.axis_info[0].unit_conversion_factor == 1.0:
         return geometry
     lon, lat = _centre_lonlat(gpd.GeoSeries(geometry, crs=crs))
-    return gpd.GeoSeries(geometry, crs=crs).to_crs(metric_crs(lon, lat)).to_numpy()
+    return transform_geometries(geometry, crs, metric_crs(lon, lat))
 
 
 def _to_storage(geometry: np.ndarray, crs: pyproj.CRS) -> np.ndarray:
-    return gpd.GeoSeries(geometry, crs=crs).to_crs(STORAGE_CRS).to_numpy()
+    # gridmap.crs caches its transformers; geopandas' to_crs builds one per call (tens of ms for CGCS2000)
+    return transform_geometries(geometry, crs, STORAGE_CRS)
 
 
 def _centre_lonlat(series: gpd.GeoSeries) -> tuple[float, float]:
@@ -569,8 +570,7 @@ def _centre_lonlat(series: gpd.GeoSeries) -> tuple[float, float]:
 
 
 def _to_lonlat(x: np.ndarray, y: np.ndarray, crs) -> tuple[np.ndarray, np.ndarray]:
-    transformer = pyproj.Transformer.from_crs(crs, STORAGE_CRS, always_xy=True)
-    lon, lat = transformer.transform(x, y)
+    lon, lat = transformer(crs, STORAGE_CRS).transform(x, y)
     return np.asarray(lon), np.asarray(lat)
 
 

@@ -39,7 +39,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from shapely.geometry import box, mapping, shape
 
-from gridmap.crs import metric_crs
+from gridmap.crs import metric_crs, transformer
 from inspection.errors import RasterError
 
 # A street office covers a few km; at 1 cm per pixel that is a few hundred thousand pixels a side.
@@ -341,14 +341,16 @@ class SurveyPair:
         self.crs = crs.to_string()
         native = self.crs == self.before.crs
         self.resolution = float(resolution or max(_pixel_size_in(info, crs) for info in (self.before, self.after)))
-        to_grid = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        to_grid = transformer("EPSG:4326", crs)
         left, bottom, right, top = shapely.transform(overlap, to_grid.transform, interleaved=False).bounds
         # Snapped outward onto the before survey's own pixel edges when the grid is in its CRS, so that at
         # its resolution the before image is read as is, not resampled half a pixel off.
         x0, y0 = (self.before.transform.c, self.before.transform.f) if native else (0.0, 0.0)
         res = self.resolution
-        left, right = x0 + math.floor((left - x0) / res) * res, x0 + math.ceil((right - x0) / res) * res
-        bottom, top = y0 + math.floor((bottom - y0) / res) * res, y0 + math.ceil((top - y0) / res) * res
+        # The overlap went through WGS84 and back, so an edge that is on a pixel edge arrives a hair off it;
+        # without the tolerance the grid would gain a column of no data on that side.
+        left, right = x0 + _floor(left - x0, res) * res, x0 + _ceil(right - x0, res) * res
+        bottom, top = y0 + _floor(bottom - y0, res) * res, y0 + _ceil(top - y0, res) * res
         self.transform = Affine(res, 0.0, left, 0.0, -res, top)
         self.shape = (round((top - bottom) / res), round((right - left) / res))
 
@@ -377,7 +379,7 @@ class SurveyPair:
         # proportion to its tile rather than to how much of the mosaic it has read so far.
         with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB), rasterio.open(info.path) as src:
             if placement is not None:
-                return _read_on_grid(src, window, *placement)
+                return _read_on_grid(src, window, *placement, has_mask=info.has_mask)
             # Without an alpha band of its own the VRT gets one, so pixels the file does not cover (and
             # those its mask or nodata value exclude) come out invalid rather than black.
             with WarpedVRT(
@@ -408,12 +410,26 @@ class SurveyPair:
         return round(dx), round(dy), factor
 
 
-def _read_on_grid(src, window: Window, col: int, row: int, factor: int) -> tuple[np.ndarray, np.ndarray]:
+def _floor(length: float, step: float) -> int:
+    """``floor(length / step)``, taking a quotient within a thousandth of a step below a whole number as that
+    number."""
+    return math.floor(length / step + 1e-3)
+
+
+def _ceil(length: float, step: float) -> int:
+    """``ceil(length / step)`` with the same tolerance as :func:`_floor`."""
+    return math.ceil(length / step - 1e-3)
+
+
+def _read_on_grid(
+    src, window: Window, col: int, row: int, factor: int, *, has_mask: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Read a grid window from a survey whose pixels tile the grid's exactly (see ``_placement``).
 
     A plain windowed read, decimated by ``factor`` (GDAL serves that from the COG's overviews), of the part
     of the window inside the file; the rest stays invalid. Much faster than warping, and than rasterio's
-    boundless reads, which go through a VRT.
+    boundless reads, which go through a VRT. A file without a mask (``has_mask`` False) is valid wherever it
+    has pixels: asking GDAL for its all-valid mask costs more than decoding the pixels.
     """
     out_h, out_w = int(window.height), int(window.width)
     rgb = np.zeros((out_h, out_w, 3), np.uint8)
@@ -429,7 +445,10 @@ def _read_on_grid(src, window: Window, col: int, row: int, factor: int) -> tuple
     shape = (r1 - r0, c1 - c0)
     resampling = Resampling.average if factor > 1 else Resampling.nearest
     data = src.read(indexes=[1, 2, 3], window=source, out_shape=(3, *shape), resampling=resampling)
-    mask = src.dataset_mask(window=source, out_shape=shape, resampling=Resampling.nearest) > 0
+    if has_mask:
+        mask = src.dataset_mask(window=source, out_shape=shape, resampling=Resampling.nearest) > 0
+    else:
+        mask = True
     top, left = r0 - int(window.row_off), c0 - int(window.col_off)
     rgb[top : top + shape[0], left : left + shape[1]] = np.moveaxis(data, 0, -1)
     valid[top : top + shape[0], left : left + shape[1]] = mask
@@ -573,7 +592,7 @@ def _footprint(ds) -> tuple[shapely.Polygon | shapely.MultiPolygon, float]:
         native = shapely.union_all(polygons).simplify(tolerance)
     # Vertices every few low-resolution pixels so straight native edges bend as they should in degrees.
     native = shapely.segmentize(native, 8 * tolerance)
-    to_wgs84 = pyproj.Transformer.from_crs(ds.crs, "EPSG:4326", always_xy=True)
+    to_wgs84 = transformer(ds.crs, "EPSG:4326")
     return shapely.make_valid(shapely.transform(native, to_wgs84.transform, interleaved=False)), tolerance
 
 
@@ -582,7 +601,7 @@ def _ground_resolution(crs, transform: Affine, width: int, height: int) -> float
     # Gauss-Kruger, Web Mercator and degrees.
     col, row = width / 2, height / 2
     xs, ys = zip(*(transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))))
-    lons, lats = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
+    lons, lats = transformer(crs, "EPSG:4326").transform(xs, ys)
     _, _, across = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
     _, _, down = _GEOD.inv(lons[0], lats[0], lons[2], lats[2])
     return math.sqrt(across * down)
@@ -592,7 +611,7 @@ def _pixel_size_in(info: OrthoInfo, crs: pyproj.CRS) -> float:
     # The centre pixel's width and height in the grid CRS: its nominal size when that is the file's own.
     col, row = info.width / 2, info.height / 2
     xs, ys = zip(*(info.transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))))
-    xs, ys = pyproj.Transformer.from_crs(info.crs, crs, always_xy=True).transform(xs, ys)
+    xs, ys = transformer(info.crs, crs).transform(xs, ys)
     return math.sqrt(math.hypot(xs[1] - xs[0], ys[1] - ys[0]) * math.hypot(xs[2] - xs[0], ys[2] - ys[0]))
 
 

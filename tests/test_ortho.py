@@ -466,3 +466,19 @@ def test_surveys_already_on_the_grid_read_exactly_as_the_warped_path(tmp_path):
     warped = pair.read(window)
     for fast, slow in zip(direct, warped):
         np.testing.assert_array_equal(fast, slow)
+
+
+def test_coarser_grid_on_a_gauss_kruger_survey_has_no_empty_edge(tmp_path):
+    # A 0.15 m survey in CGCS2000 Gauss-Kruger read at 0.3 m: the overlap's edges come back from WGS84 a
+    # hair off the pixel edges, and the grid must not grow a column of no data on any side for it.
+    image = np.random.default_rng(1).integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    transform = Affine(0.15, 0, 517209.0, 0, -0.15, 3348148.35)
+    before = write_ortho(tmp_path / "a.tif", image, transform, "EPSG:4549")
+    after = write_ortho(tmp_path / "b.tif", image, transform, "EPSG:4549")
+    native = SurveyPair(before, after)
+    pair = SurveyPair(before, after, resolution=native.resolution * 2)
+    assert pair.shape == (256, 256)
+    assert (pair.transform.c, pair.transform.f) == pytest.approx((517209.0, 3348148.35), abs=1e-6)
+    b, _, valid = pair.read(Window(0, 0, 256, 256))
+    assert valid.all()
+    np.testing.assert_allclose(b[10, 10], image[20:22, 20:22].reshape(-1, 3).mean(axis=0), atol=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -131,3 +132,36 @@ def test_second_run_adds_nothing(run):
     assert again["id"].tolist() == run["found"]["id"].tolist()
     pd.testing.assert_frame_equal(pd.DataFrame(again.drop(columns="geometry")),
                                   pd.DataFrame(run["found"].drop(columns="geometry")))
+
+
+def test_chips_read_once_per_tile_equal_chips_read_one_by_one(run, tmp_path, monkeypatch):
+    import inspection.pipeline as pipeline
+    from inspection.ortho import SurveyPair
+
+    found = run["found"]
+    root = Path(found.attrs["path"]).parent
+    before, after = (root / "ingest" / f"{name}.json" for name in ("before", "after"))
+    pair = SurveyPair(*(json.loads(p.read_text())["assets"]["image"]["href"] for p in (before, after)))
+    shift = json.loads((root / "align" / "shift.json").read_text())
+    outlines = pipeline.transform_geometries(found.geometry.to_numpy(), found.crs, pair.crs)
+    batch = pipeline._chip_batches(found, 512)[0]
+    assert len(batch) >= 2
+    items = [(found.at[i, "id"], tuple(int(found.at[i, c]) for c in ("col0", "row0", "col1", "row1")),
+              shapely.to_wkb(outlines[i])) for i in batch]
+    shared, single = tmp_path / "shared", tmp_path / "single"
+    shared.mkdir(), single.mkdir()
+    flags_shared = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(shared))
+    monkeypatch.setattr(pipeline.SurveyPair, "read", _no_wide_reads(pipeline.SurveyPair.read))
+    flags_single = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(single), shared_read_px=0)
+    assert flags_shared == flags_single
+    for path in shared.iterdir():
+        assert path.read_bytes() == (single / path.name).read_bytes()
+    assert len(list(shared.iterdir())) == 2 * len(items)
+
+
+def _no_wide_reads(read):
+    def checked(self, window):
+        assert window.width * window.height < 512 * 512, "a one-by-one read covered a whole tile"
+        return read(self, window)
+
+    return checked
