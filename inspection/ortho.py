@@ -395,6 +395,11 @@ class SurveyPair:
                 valid = vrt.dataset_mask(window=window) > 0
         return np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), valid
 
+    @property
+    def unwarped(self) -> bool:
+        """Whether both surveys are read as whole blocks of their own pixels, never warped."""
+        return all(self._placement(info) is not None for info in (self.before, self.after))
+
     def _placement(self, info: OrthoInfo) -> tuple[int, int, int] | None:
         """(column, row, factor) when every grid pixel is ``factor`` x ``factor`` whole pixels of ``info``
         starting at its pixel (column, row); None when the survey must be warped."""
@@ -578,11 +583,13 @@ def _block_counts(ds) -> tuple[int, int]:
 def _footprint(ds) -> tuple[shapely.Polygon | shapely.MultiPolygon, float]:
     factor = max(1, math.ceil(max(ds.width, ds.height) / FOOTPRINT_SIDE))
     out_shape = (-(-ds.height // factor), -(-ds.width // factor))
-    # A decimated read: GDAL takes it from the nearest overview, so a huge mosaic costs a small read.
-    valid = ds.dataset_mask(out_shape=out_shape) > 0
     transform = ds.transform @ Affine.scale(ds.width / out_shape[1], ds.height / out_shape[0])
     tolerance = math.hypot(transform.a, transform.d)
-    if valid.all():
+    # A file with no mask, alpha or nodata is valid everywhere; GDAL would still compute its mask.
+    unmasked = all(MaskFlags.all_valid in flags for flags in ds.mask_flag_enums)
+    # A decimated read: GDAL takes it from the nearest overview, so a huge mosaic costs a small read.
+    valid = None if unmasked else ds.dataset_mask(out_shape=out_shape) > 0
+    if valid is None or valid.all():
         native = box(*ds.bounds)
     else:
         polygons = [
@@ -608,7 +615,12 @@ def _ground_resolution(crs, transform: Affine, width: int, height: int) -> float
 
 
 def _pixel_size_in(info: OrthoInfo, crs: pyproj.CRS) -> float:
-    # The centre pixel's width and height in the grid CRS: its nominal size when that is the file's own.
+    # The centre pixel's width and height in the grid CRS: its nominal size when that is the file's own. That
+    # case is answered from the transform, not by projecting: differences of coordinates in the millions lose
+    # digits, and a pixel of 0.030000000115 m no longer divides a 0.3 m grid pixel into whole pixels.
+    t = info.transform
+    if pyproj.CRS.from_user_input(info.crs) == crs and t.b == 0 and t.d == 0:
+        return math.sqrt(abs(t.a * t.e))
     col, row = info.width / 2, info.height / 2
     xs, ys = zip(*(info.transform @ point for point in ((col, row), (col + 1, row), (col, row + 1))))
     xs, ys = transformer(info.crs, crs).transform(xs, ys)

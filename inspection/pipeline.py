@@ -68,11 +68,9 @@ STAGES: tuple[str, ...] = ("ingest", "check", "align", "detect", "vectorise", "m
 FINAL_NAME = "candidates.geojson"
 # Tiles sampled for the global shift, and their side: five 512 px tiles (centre and the four quadrant
 # centres) are a few megapixels whatever the mosaic size, and the median ignores one that falls on a
-# changed or featureless area.
+# changed or featureless area. A grid under about 1000 px a side has fewer: the samples would overlap.
 ALIGN_SAMPLES = 5
 ALIGN_SIDE = 512
-# Candidates per chip task: enough to amortise a task, few enough to spread over workers.
-CHIP_BATCH = 32
 # A batch's neighbourhoods are read as one window when that is at most this many pixels: a 1024 px tile
 # with its margins decodes in a fraction of what dozens of small reads of it cost.
 CHIP_SHARED_READ_PX = 1200 * 1200
@@ -198,7 +196,7 @@ def run_pipeline(
             report("detect", 1, 1)
 
         vectorise = _Stage(root, "vectorise", {"upstream": detect.key, "min_area_m2": min_area_m2,
-                                               "pad": CHIP_PAD, "size": CHIP_SIZE})
+                                               "pad": CHIP_PAD, "size": CHIP_SIZE, "chips": "jpeg"})
         if not vectorise.done:
             vectorise.start()
             found = _vectorise(cluster.client, pair, pair_id, detect.dir, vectorise.dir, root, shift,
@@ -326,10 +324,15 @@ def _estimate_shift(client, pair: SurveyPair, report: Progress) -> dict:
     height, width = pair.shape
     side_y, side_x = min(ALIGN_SIDE, height), min(ALIGN_SIDE, width)
     centres = [(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)][:ALIGN_SAMPLES]
-    windows = sorted({
-        (min(max(int(fx * width) - side_x // 2, 0), width - side_x), min(max(int(fy * height) - side_y // 2, 0), height - side_y))
-        for fy, fx in centres
-    })
+    windows: list[tuple[int, int]] = []
+    for fy, fx in centres:
+        col = min(max(int(fx * width) - side_x // 2, 0), width - side_x)
+        row = min(max(int(fy * height) - side_y // 2, 0), height - side_y)
+        # On a grid not much larger than a sample, the samples would be mostly the same pixels: one whose
+        # overlap with a chosen one is a quarter of it or more adds little but a read.
+        if all(max(side_x - abs(col - c), 0) * max(side_y - abs(row - r), 0) < side_x * side_y / 4
+               for c, r in windows):
+            windows.append((col, row))
     futures = [client.submit(_shift_task, pair, col, row, side_x, side_y, pure=False) for col, row in windows]
     shifts = _gather(futures, "align", report)
     found = [s for s in shifts if s != (0.0, 0.0)]
@@ -446,21 +449,18 @@ def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: P
     for result in _gather(futures, "vectorise", report, total=len(batches)):
         flags.update(result)
     found["colour_steel"] = [flags[i] for i in found["id"]]
-    found["chip_before"] = [str((chip_dir / f"{i}-before.png").relative_to(root)) for i in found["id"]]
-    found["chip_after"] = [str((chip_dir / f"{i}-after.png").relative_to(root)) for i in found["id"]]
+    found["chip_before"] = [str((chip_dir / f"{i}-before.jpg").relative_to(root)) for i in found["id"]]
+    found["chip_after"] = [str((chip_dir / f"{i}-after.jpg").relative_to(root)) for i in found["id"]]
     return found
 
 
 def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
-    """Candidate row numbers in batches of at most ``CHIP_BATCH``, each from one detection tile (by the
-    top-left corner of the candidate's box), so a batch's task reads one neighbourhood once."""
+    """Candidate row numbers in one batch per detection tile (by the top-left corner of the candidate's box),
+    so a batch's task reads that neighbourhood once; cutting and encoding a chip costs a millisecond."""
     rows, cols = found["row0"].to_numpy(np.int64), found["col0"].to_numpy(np.int64)
     cell = rows // tile_size * (1 << 32) + cols // tile_size
     order = np.lexsort((cols, rows, cell))
-    batches = []
-    for group in np.split(order, np.flatnonzero(np.diff(cell[order])) + 1) if len(order) else []:
-        batches.extend(group[i : i + CHIP_BATCH] for i in range(0, len(group), CHIP_BATCH))
-    return batches
+    return np.split(order, np.flatnonzero(np.diff(cell[order])) + 1) if len(order) else []
 
 
 def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], directory: str, *,
@@ -498,11 +498,11 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
             [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
         ).astype(bool)
         flags[candidate_id] = cand.colour_steel_flag(after, region)
-        before_png, after_png = cand.chips(
+        before_jpeg, after_jpeg = cand.chips(
             before, after, (col0 - c0, row0 - r0, col1 - c0, row1 - r0), pad=CHIP_PAD, size=CHIP_SIZE
         )
-        _write_bytes(Path(directory) / f"{candidate_id}-before.png", before_png)
-        _write_bytes(Path(directory) / f"{candidate_id}-after.png", after_png)
+        _write_bytes(Path(directory) / f"{candidate_id}-before.jpg", before_jpeg)
+        _write_bytes(Path(directory) / f"{candidate_id}-after.jpg", after_jpeg)
     return flags
 
 
@@ -566,9 +566,19 @@ def _write_json(path: Path, value) -> None:
 
 def _working_pair(before, after, working_resolution_m: float) -> SurveyPair:
     """The survey pair on a grid of whole multiples of its native pixel, as near ``working_resolution_m`` as
-    that allows from below, so every grid pixel is a block of source pixels (read from overviews, not warped)."""
+    that allows from below, so every grid pixel is a block of source pixels (read from overviews, not warped).
+
+    When both surveys are COGs read on their own pixel grid and they share an overview factor between 3/4 of
+    that multiple and the multiple itself, the grid is that overview (a 3 cm mosaic is read at 24 cm from its
+    8x overview, not at 30 cm): GDAL serves an overview as it is, but resampling between two levels costs it
+    several times the decoding, more than the at most 1.8x the pixels costs detection.
+    """
     pair = SurveyPair(before, after)
-    factor = max(1, math.floor(working_resolution_m / pair.resolution + 1e-9))
+    target = working_resolution_m / pair.resolution + 1e-6
+    factor = max(1, math.floor(target))
+    if pair.unwarped:
+        shared = set(pair.before.overviews) & set(pair.after.overviews)
+        factor = max((f for f in shared if 0.75 * target <= f <= target), default=factor)
     return pair if factor == 1 else SurveyPair(before, after, resolution=pair.resolution * factor)
 
 

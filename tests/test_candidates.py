@@ -119,16 +119,18 @@ def test_colour_steel_flag_counts_only_the_region():
     assert not colour_steel_flag(patch, np.zeros((20, 20), dtype=bool))
 
 
-def test_chips_are_pngs_of_the_padded_box():
+def test_chips_are_jpegs_of_the_padded_box():
     before = np.zeros((100, 200, 3), dtype=np.uint8)
     after = before.copy()
     after[40:60, 50:90] = (48, 104, 186)
-    before_png, after_png = chips(before, after, (50, 40, 90, 60), pad=10, size=120)
-    decoded = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in (before_png, after_png)]
+    before_jpeg, after_jpeg = chips(before, after, (50, 40, 90, 60), pad=10, size=120)
+    assert before_jpeg[:3] == after_jpeg[:3] == b"\xff\xd8\xff"
+    decoded = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in (before_jpeg, after_jpeg)]
     # 60 x 40 px with the padding, scaled so the long side is 120.
     assert [d.shape for d in decoded] == [(80, 120, 3), (80, 120, 3)]
-    assert decoded[0].max() == 0
-    assert tuple(decoded[1][40, 60]) == (186, 104, 48)  # BGR in the decoded PNG: RGB was kept
+    assert decoded[0].max() <= 2
+    # BGR in the decoded JPEG: RGB was kept (within JPEG's error on a flat patch)
+    np.testing.assert_allclose(decoded[1][40, 60], (186, 104, 48), atol=4)
     # At the image edge the padding is clipped.
     edge, _ = chips(before, after, (0, 0, 10, 10), pad=8, size=36)
     assert cv2.imdecode(np.frombuffer(edge, np.uint8), cv2.IMREAD_COLOR).shape == (36, 36, 3)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pytest
 import shapely
@@ -114,7 +115,7 @@ def test_outputs_and_progress(run):
     assert [s for s in STAGES if (root / s / "done.json").exists()] == list(STAGES)
     assert len(list((root / "detect").glob("tile_*.npz"))) == 4
     for relative in list(found["chip_before"]) + list(found["chip_after"]):
-        assert (root / relative).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (root / relative).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
     assert found["id"].is_unique
     stages = [c[0] for c in run["calls"]]
     assert ("detect", 4, 4) in run["calls"] and set(stages) == set(STAGES)
@@ -165,3 +166,27 @@ def _no_wide_reads(read):
         return read(self, window)
 
     return checked
+
+
+def test_working_grid_is_an_overview_of_a_cog_pair(tmp_path):
+    from affine import Affine
+
+    from inspection.ortho import write_ortho
+    from inspection.pipeline import _working_pair
+
+    image = np.random.default_rng(0).integers(0, 255, (2048, 2048, 3), dtype=np.uint8)
+
+    def surveys(pixel, cog=True):
+        transform = Affine(pixel, 0, 517209.0, 0, -pixel, 3348148.35)
+        return [write_ortho(tmp_path / f"{name}-{pixel}-{cog}.tif", image, transform, "EPSG:4549", cog=cog)
+                for name in ("a", "b")]
+
+    # 5.8 cm COGs with 2x and 4x overviews, asked for 0.3 m (5.17x): read from the 4x overview as it is.
+    pair = _working_pair(*surveys(0.058), 0.3)
+    assert pair.resolution == pytest.approx(0.232) and pair.shape == (512, 512) and pair.unwarped
+    # 3 cm: the 4x overview would be 6x the pixels of 0.3 m; resample to the 10x multiple instead.
+    assert _working_pair(*surveys(0.03), 0.3).resolution == pytest.approx(0.3)
+    # Striped GeoTIFFs have no overviews: the whole multiple below 0.3 m; so do a COG and a striped file.
+    striped = surveys(0.058, cog=False)
+    assert _working_pair(*striped, 0.3).resolution == pytest.approx(0.29)
+    assert _working_pair(surveys(0.058)[0], striped[1], 0.3).resolution == pytest.approx(0.29)

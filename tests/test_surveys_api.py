@@ -211,17 +211,19 @@ def test_case_chips_follow_the_case_scope(client, orthos):
         crop = ds.read((3, 2, 1), window=((100, 164), (200, 264))).transpose(1, 2, 0)  # BGR for OpenCV
     chip_dir = svc.data_dir / "work" / "pair-1" / "vectorise" / "chips"
     chip_dir.mkdir(parents=True)
+    # The pipeline writes JPEG chips; PNG ones from runs before it did are still served.
+    files = {"before": "c1-before.jpg", "after": "c1-after.png"}
     for which, image in (("before", crop), ("after", crop[::-1])):
-        cv2.imwrite(str(chip_dir / f"c1-{which}.png"), np.ascontiguousarray(image))
-    case = open_pipeline_case(client, {"pair_id": "pair-1", "chip_before": "vectorise/chips/c1-before.png",
-                                       "chip_after": "vectorise/chips/c1-after.png"})
+        cv2.imwrite(str(chip_dir / files[which]), np.ascontiguousarray(image))
+    case = open_pipeline_case(client, {"pair_id": "pair-1", "chip_before": f"vectorise/chips/{files['before']}",
+                                       "chip_after": f"vectorise/chips/{files['after']}"})
     assert case["assignee"] == "worker"
 
     for user in ("worker", "supervisor"):
-        for which in ("before", "after"):
+        for which, media_type in (("before", "image/jpeg"), ("after", "image/png")):
             reply = client.get(f"/cases/{case['id']}/chips/{which}", headers=auth_headers(client, user))
-            assert reply.status_code == 200 and reply.headers["content-type"] == "image/png"
-            assert reply.content == (chip_dir / f"c1-{which}.png").read_bytes()
+            assert reply.status_code == 200 and reply.headers["content-type"] == media_type
+            assert reply.content == (chip_dir / files[which]).read_bytes()
     outsider = auth_headers(client, grid_username(OTHER_COMMUNITY_GRID, FIRST_GRID))
     reply = client.get(f"/cases/{case['id']}/chips/before", headers=outsider)
     assert reply.status_code == 404 and reply.json()["detail"] == f"no case {case['id']} in your area"

@@ -37,6 +37,8 @@ log = logging.getLogger("gridmap.api")
 RENDERING = "1"
 TILE_CACHE = "public, max-age=86400"
 CHIP_CACHE = "private, max-age=86400"
+# The pipeline writes JPEG chips; runs before 2026-11-25 wrote PNG ones, which stay servable.
+CHIP_MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 WEB_MAP_LINKS = "https://stac-extensions.github.io/web-map-links/v1.2.0/schema.json"
 IMAGE_RESPONSES = {200: {"content": {media: {} for media in rastertiles.MEDIA_TYPES.values()}},
                    204: {"description": "The tile does not meet the survey"}}
@@ -94,7 +96,7 @@ def survey_tile(survey_id: str, z: int, x: int, y: int, fmt: str, request: Reque
 
 
 @router.get("/cases/{case_id}/chips/{which}", tags=["cases"], summary="A pipeline case's before or after chip",
-            response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})
+            response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
 def case_chip(case_id: int, which: Literal["before", "after"], who: dict = Depends(account),
               svc: Service = Depends(service)) -> FileResponse:
     case = svc.visible_case(who, case_id)
@@ -108,9 +110,10 @@ def case_chip(case_id: int, which: Literal["before", "after"], who: dict = Depen
     inside = path.is_relative_to(work)
     if not inside:
         log.warning("case %s: %s chip path %r leaves the work directory", case_id, which, relative)
-    if not inside or path.suffix.lower() != ".png" or not path.is_file():
+    media_type = CHIP_MEDIA_TYPES.get(path.suffix.lower())
+    if not inside or media_type is None or not path.is_file():
         raise NotFoundError(f"case {case_id}'s {which} chip is not available on this server")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": CHIP_CACHE})
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": CHIP_CACHE})
 
 
 def _survey(svc: Service, survey_id: str) -> dict:
