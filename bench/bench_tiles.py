@@ -7,7 +7,9 @@ size of a z10 tile over a city's worth of grids.
    against the bare query (``ST_AsMVT`` of ``ST_AsMVTGeom`` over the tile envelope) on a psycopg2 connection,
    and our store's ``vector_tile`` called in this process, all measured in the same run; medians and the
    ratio. Target: at most 1.5x. The client is a minimal HTTP/1.1 one on a keep-alive socket, so the figure is
-   the server's (httpx adds about 1.8 ms a request, more than a tile costs). The same tiles once cached follow.
+   the server's (httpx adds about 1.8 ms a request, more than a tile costs). Also, in the same pass, the bare
+   query behind the least HTTP endpoint (``bench/bare_tiles.py``): what HTTP costs any Python tile server,
+   against which our own overhead (auth, scope, cache bookkeeping, ETag) shows. The same tiles once cached follow.
 2. Warm: the same tiles, cached, from ``wrk`` on loopback (16 connections, one thread) against the server with
    two worker processes, rotating over the tile URLs with a supervisor's bearer token. Target: >= 2,000/s.
 3. 40,625 generated grids (``bench_locate.make_grids``, Voronoi cells of 20-60 vertices over 0.8 x 0.55
@@ -122,13 +124,16 @@ def main() -> None:
     conn.autocommit = True
     port = free_port()
     server = serve("api.app:create_app", port, 1, env)
+    bare_port = free_port()
+    bare_server = serve("bench.bare_tiles:bare_app", bare_port, 1, {**env, "GRIDMAP_BARE_URL": url})
     try:
         wait_ready(port)
+        wait_ready(bare_port)
         token = supervisor_token(port)
-        client = Client(port, token)
+        client, bare_client = Client(port, token), Client(bare_port, "none")
         with open_store(url) as store, conn.cursor() as cur:
-            for _ in range(2):  # the first pass warms PostgreSQL's buffers and the server; the second counts
-                ours, bare, direct, cached = [], [], [], []
+            for _ in range(2):  # the first pass warms PostgreSQL's buffers and the servers; the second counts
+                ours, bare, bare_http, direct, cached = [], [], [], [], []
                 # A real write to the units: every tile's epoch moves on, so each request below draws its tile.
                 cur.execute('UPDATE "units" SET "name" = "name" WHERE "code" = (SELECT min("code") FROM "units")')
                 for (z, x, y), path in zip(tiles, paths):
@@ -141,6 +146,9 @@ def main() -> None:
                     cur.fetchone()
                     bare.append(time.perf_counter() - started)
                     started = time.perf_counter()
+                    bare_client.get(path)
+                    bare_http.append(time.perf_counter() - started)
+                    started = time.perf_counter()
                     store.vector_tile("grids", z, x, y)
                     direct.append(time.perf_counter() - started)
             for path in paths:
@@ -150,6 +158,7 @@ def main() -> None:
                 assert headers["x-cache"] == "hit", f"{path} was not cached"
     finally:
         stop(server)
+        stop(bare_server)
     conn.close()
     ratio = statistics.median(ours) / statistics.median(bare)
     ms = lambda values: f"{1000 * statistics.median(values):.2f} ms"  # noqa: E731
@@ -157,6 +166,8 @@ def main() -> None:
     print(f"cold: endpoint median {ms(ours)} (p90 {1000 * sorted(ours)[int(len(ours) * 0.9)]:.2f}), bare ST_AsMVT "
           f"median {ms(bare)}: ratio {ratio:.2f} (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'}); our "
           f"store's vector_tile alone {ms(direct)}")
+    print(f"cold, over HTTP both: the bare query behind the least Starlette endpoint (bench/bare_tiles.py) median "
+          f"{ms(bare_http)}: ours {statistics.median(ours) / statistics.median(bare_http):.2f}x that")
     print(f"cached: endpoint median {ms(cached)}")
 
     port = free_port()
