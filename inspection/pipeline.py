@@ -71,9 +71,9 @@ FINAL_NAME = "candidates.geojson"
 # changed or featureless area. A grid under about 1000 px a side has fewer: the samples would overlap.
 ALIGN_SAMPLES = 5
 ALIGN_SIDE = 512
-# A batch's neighbourhoods are read as one window when that is at most this many pixels: a 1024 px tile
-# with its margins decodes in a fraction of what dozens of small reads of it cost.
-CHIP_SHARED_READ_PX = 1200 * 1200
+# A tile's chips are cut from one read of their common neighbourhood when that is at most this many tiles
+# in area: one read of a tile with its margins costs a fraction of dozens of small reads of it.
+CHIP_SHARED_READ_TILES = 1.5
 CHIP_PAD = 8
 CHIP_SIZE = 256
 # Bytes hashed at each end of a survey file for the pair id: covers the TIFF header and tile offsets.
@@ -441,6 +441,7 @@ def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: P
             ],
             (shift["dx"], shift["dy"]),
             str(chip_dir),
+            shared_read_px=int(CHIP_SHARED_READ_TILES * tile_size**2),
             pure=False,
         )
         for batch in batches
@@ -464,7 +465,7 @@ def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
 
 
 def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], directory: str, *,
-               shared_read_px: int = CHIP_SHARED_READ_PX) -> dict[str, bool]:
+               shared_read_px: int) -> dict[str, bool]:
     """Chips and colour-steel flag of a batch of candidates.
 
     The batch's candidates lie in one tile, so their common neighbourhood is read once when it is at most

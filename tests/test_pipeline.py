@@ -151,8 +151,12 @@ def test_chips_read_once_per_tile_equal_chips_read_one_by_one(run, tmp_path, mon
               shapely.to_wkb(outlines[i])) for i in batch]
     shared, single = tmp_path / "shared", tmp_path / "single"
     shared.mkdir(), single.mkdir()
-    flags_shared = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(shared))
-    monkeypatch.setattr(pipeline.SurveyPair, "read", _no_wide_reads(pipeline.SurveyPair.read))
+    read, windows = pipeline.SurveyPair.read, []
+    monkeypatch.setattr(pipeline.SurveyPair, "read", lambda self, window: windows.append(window) or read(self, window))
+    flags_shared = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(shared),
+                                       shared_read_px=pipeline.CHIP_SHARED_READ_TILES * 512**2)
+    assert len(windows) == 1
+    monkeypatch.setattr(pipeline.SurveyPair, "read", _no_wide_reads(read))
     flags_single = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(single), shared_read_px=0)
     assert flags_shared == flags_single
     for path in shared.iterdir():
