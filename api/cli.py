@@ -446,7 +446,8 @@ def photos_command(paths, area, max_distance, height, output):
 @click.option("--tile", default=1024, show_default=True, help="Tile size in pixels.")
 @click.option("--min-area", default=4.0, show_default=True, help="Smallest candidate kept (m²).")
 @click.option("--resolution", default=0.3, show_default=True,
-              help="Ground resolution (m) detection works at, rounded down to a multiple of the survey's pixel.")
+              help="Ground resolution (m) detection works at: a multiple of the survey's pixel at or below it "
+                   "(a shared COG overview when one is within 3/4 of it).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Also write the candidates here.")
 @handles_errors
 def detect_command(before, after, workdir, buildings, detector, scheduler, workers, tile, min_area, resolution, output):

@@ -132,8 +132,9 @@ def run_pipeline(
     n_workers : int
         Worker processes of the local cluster started when neither ``client`` nor ``scheduler`` is given.
     working_resolution_m : float
-        Ground resolution detection works at; rounded down to a whole multiple of the surveys' pixel
-        (default 0.3 m: a 0.15 m mosaic is read from its 2x overview; a 0.2 m one at its own pixels).
+        Ground resolution detection works at; rounded down to a whole multiple of the surveys' pixel, or to
+        an overview factor both share within 3/4 of it (default 0.3 m: a 0.15 m mosaic is read from its 2x
+        overview, a 3 cm one from its 8x at 0.24 m, a 0.2 m one at its own pixels; see :func:`_working_pair`).
     progress : callable, optional
         ``progress(stage, done, total)``, called as work completes (a skipped stage reports done at once).
 
