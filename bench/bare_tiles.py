@@ -30,7 +30,8 @@ def bare_app() -> Starlette:
 
     async def tile(request) -> Response:
         p = request.path_params
-        return Response(await run_in_threadpool(draw, p["z"], p["x"], p["y"]), media_type="application/vnd.mapbox-vector-tile")
+        data = await run_in_threadpool(draw, p["z"], p["x"], p["y"])
+        return Response(data, media_type="application/vnd.mapbox-vector-tile")
 
     async def health(request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -422,7 +422,7 @@ def dissolve_buildings(buildings: gpd.GeoDataFrame, *, code_column: str | None =
         return gpd.GeoDataFrame({"codes": [], "piece_geometries": []}, geometry=[], crs=buildings.crs)
     lon, lat = _centre_lonlat(gpd.GeoSeries(geometry, crs=buildings.crs))
     crs = metric_crs(lon, lat)
-    metric = gpd.GeoSeries(geometry, crs=buildings.crs).to_crs(crs).to_numpy()
+    metric = transform_geometries(geometry, buildings.crs, crs)
     metric = shapely.make_valid(metric)
     left, right = STRtree(metric).query(metric, predicate="dwithin", distance=BUILDING_JOIN_M)
     group = _components(len(metric), left, right)
@@ -477,7 +477,7 @@ def match_buildings(
     share = np.full(n, np.nan)
     registered = dissolve_buildings(buildings, code_column=code_column)
     if n and len(registered):
-        mine = out.geometry.to_crs(registered.crs).to_numpy()
+        mine = transform_geometries(out.geometry.to_numpy(), out.crs, registered.crs)
         area = shapely.area(mine)
         which, hit = STRtree(registered.geometry.to_numpy()).query(mine, predicate="intersects")
         overlap = shapely.area(shapely.intersection(mine[which], registered.geometry.to_numpy()[hit]))

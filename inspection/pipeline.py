@@ -483,17 +483,18 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
 
     boxes = [neighbourhood(box) for _, box, _ in items]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-    shared = None
-    if len(items) == 1 or (union[2] - union[0]) * (union[3] - union[1]) <= shared_read_px:
-        shared = union, *pair.read(Window(union[0], union[1], union[2] - union[0], union[3] - union[1]))[:2]
+    u0, v0, u1, v1 = union
+    if len(items) == 1 or (u1 - u0) * (v1 - v0) <= shared_read_px:
+        whole_before, whole_after, _ = pair.read(Window(u0, v0, u1 - u0, v1 - v0))
+
+        def read(c0, r0, c1, r1):
+            return whole_before[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0], whole_after[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0]
+    else:
+        def read(c0, r0, c1, r1):
+            return pair.read(Window(c0, r0, c1 - c0, r1 - r0))[:2]
     flags = {}
     for (candidate_id, (col0, row0, col1, row1), wkb), (c0, r0, c1, r1) in zip(items, boxes, strict=True):
-        if shared is not None:
-            (u0, v0, _, _), shared_before, shared_after = shared
-            before = shared_before[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0]
-            after = shared_after[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0]
-        else:
-            before, after, _ = pair.read(Window(c0, r0, c1 - c0, r1 - r0))
+        before, after = read(c0, r0, c1, r1)
         after = _shifted(after, shift)
         window_transform = pair.transform * Affine.translation(c0, r0)
         region = rasterio.features.rasterize(
