@@ -1,29 +1,42 @@
 #!/usr/bin/env python
 """Train the ``learned`` change detector and export it to ONNX (``inspection/models/change_net.*``).
 
-Training data, built here, deterministically from ``--seed``:
+Training data, built here, deterministically from ``--seed`` (shares in :class:`Sampler`):
 
-* the labelled real pairs in ``../shared/data/changes`` (or ``$GRIDMAP_SHARED_DATA/changes``), less the
-  ``--holdout`` set, with heavy augmentation: scale, flips and quarter turns, a sub-pixel shift of the after
-  image, independent colour, gain, gamma, blur and noise for each date;
-* "pasted roof" pairs: a real image of a training set against a re-lit copy of itself with procedural
-  roofs (rectangles and L shapes, gable shading, a cast shadow, colour-steel blue, white, grey, red,
-  brown) drawn in, labelled; plus unlabelled distractors (a lawn or field that changes colour, new shade);
+* the labelled real pairs in ``../shared/data/changes`` (or ``$GRIDMAP_SHARED_DATA/changes``), pairs of
+  512 px and more cut into quadrants ("units"), less the held-out ones, with heavy augmentation: scale,
+  flips and quarter turns, before and after swapped (the sets label buildings that appear and that
+  disappear alike), a sub-pixel shift of the after image, independent colour, gain, gamma, blur and noise
+  for each date; half of them with real buildings of other units pasted in (copy-paste);
+* "pasted building" pairs: a real image of a training unit against a re-lit copy of itself with real
+  buildings cut from the training units' labels pasted in (some on both dates: not change; some of those
+  replaced by another building on the later date: rebuilt, change), or
+  procedural roofs (rectangles and L shapes, gable shading, a cast shadow, colour-steel blue, white, grey,
+  red, brown) drawn in; plus unlabelled distractors (a lawn or field that changes colour, new shade);
 * "no change" pairs: a real image against a re-lit, slightly shifted copy of itself (label empty);
-* synthetic surveys of the demo street (:mod:`inspection.synthetic`) at 0.3-0.6 m with their known
+* synthetic surveys of the demo street (:mod:`inspection.synthetic`) at 0.2-0.6 m with their known
   sheds, rooftop additions and rebuilt buildings.
 
-The model: a siamese U-Net (shared encoder 16-24-32-48 channels over each date, fusion of both feature
-maps and their absolute difference at each level, a decoder with skips) on standardised Lab at half
-resolution; loss BCE + soft Dice; AdamW with a cosine schedule.
+The model (:func:`build_model`): a siamese U-Net on standardised Lab at half resolution, with two output
+maps: change, and each changed building's core (:func:`core_target`), from which the detector splits a
+region that joins several buildings; loss BCE + soft Dice on each map (the core's at half weight); AdamW
+with a one-cycle schedule. Exported to ONNX and quantised to 8 bits (:func:`export`).
+
+Validation: ``--kfold`` holds out every third unit of each set in turn (new pairs of the kinds it was
+trained on, which is how the detector is judged); ``--loso`` holds out a whole set in turn (a kind of
+imagery it has never seen). Either then trains the shipped model on every unit, chooses its thresholds on
+the held-out maps (:func:`merge_folds`) and writes the held-out figures into its metadata.
 
 Usage::
 
+    python scripts/train_change_model.py --kfold         # three folds over units, then the model on all data
     python scripts/train_change_model.py --loso          # three leave-one-set-out folds, then the model on all data
+    python scripts/train_change_model.py --fold 0/3 --out /tmp/fold-0
     python scripts/train_change_model.py --holdout whu-1024 --out /tmp/fold-whu
     python scripts/train_change_model.py --out inspection/models   # all data, no fold figures
 
-Needs the ``train`` extra (``pip install -e .[train]``: torch and onnx); inference needs neither.
+Needs the ``train`` extra (``pip install -e .[train]``: torch and onnx); inference needs neither (onnxruntime
+runs the model).
 """
 
 from __future__ import annotations
@@ -49,8 +62,10 @@ from inspection.learned import encode_pair, pair_statistics  # noqa: E402
 
 SETS = ("dsifn-256", "levir-256", "whu-1024")
 STEP = 2  # working scale: half resolution
-CROP = 128  # training crop, working-scale pixels
-CHANNELS = (16, 24, 32, 48)
+CROP = 160  # training crop, working-scale pixels
+CHANNELS = (16, 32, 48, 64)
+UNIT_SPLIT = 512  # real pairs at least this wide are cut into quadrants (validation units)
+CORE_DEPTH = 0.5  # an object's core: pixels at least this share of its inner radius deep
 
 
 def shared_changes() -> Path:
@@ -63,18 +78,55 @@ def shared_changes() -> Path:
 # ----------------------------------------------------------------------------------------------------
 
 
-def load_real(holdout: str | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
-    pairs = []
+def real_units() -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Every labelled real pair as ``(set, unit name, before, after, label)``, large pairs cut in four.
+
+    A pair wider than :data:`UNIT_SPLIT` pixels becomes its four quadrants, so the one 1024 px WHU pair
+    can lend some of its area to a validation fold and the rest to training.
+    """
+    units = []
     for set_name, items in discover_pairs(shared_changes()).items():
-        if set_name == holdout:
-            continue
         for a, b, lab in items:
-            pairs.append((set_name, _read_rgb(a), _read_rgb(b), _read_label(lab).astype(np.uint8)))
-    return pairs
+            before, after, label = _read_rgb(a), _read_rgb(b), _read_label(lab).astype(np.uint8)
+            h, w = label.shape
+            if min(h, w) < UNIT_SPLIT:
+                units.append((set_name, a.name, before, after, label))
+                continue
+            for k, (y, x) in enumerate(((0, 0), (0, w // 2), (h // 2, 0), (h // 2, w // 2))):
+                window = (slice(y, y + h // 2), slice(x, x + w // 2))
+                units.append((set_name, f"{a.name}#{k}", before[window], after[window], label[window]))
+    return units
+
+
+def split_units(units, holdout: str | None, fold: tuple[int, int] | None):
+    """(training units, validation units): a whole set held out, or every ``n``-th unit of each set from ``k``."""
+    train, valid = [], []
+    counters: dict[str, int] = {}
+    for unit in units:
+        index = counters[unit[0]] = counters.get(unit[0], -1) + 1
+        held = unit[0] == holdout or (fold is not None and index % fold[1] == fold[0])
+        (valid if held else train).append(unit)
+    return train, valid
+
+
+def core_target(label: np.ndarray) -> np.ndarray:
+    """The object cores of a binary label: the pixels of each region at least half its inner radius deep.
+
+    Cores of neighbouring buildings stay apart even when the buildings almost touch, so the detector can
+    seed one region per building and split a blob that covers several (object recall counts buildings).
+    """
+    binary = (label > 0.5).astype(np.uint8)
+    count, regions = cv2.connectedComponents(binary, connectivity=8)
+    if count <= 1:
+        return np.zeros(label.shape, np.float32)
+    depth = cv2.distanceTransform(binary, cv2.DIST_L2, 3)
+    deepest = np.zeros(count, np.float32)
+    np.maximum.at(deepest, regions.ravel(), depth.ravel())
+    return (depth >= np.maximum(1.0, CORE_DEPTH * deepest[regions])).astype(np.float32) * binary
 
 
 def synthetic_pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Demo-street surveys at 0.3-0.6 m: (before, after, label) rendered in memory."""
+    """Demo-street surveys at 0.2-0.6 m: (before, after, label) rendered in memory."""
     import geopandas as gpd
 
     from gridmap.demo import METRIC_CRS, generate_demo_street
@@ -84,7 +136,7 @@ def synthetic_pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray,
     out = []
     for k in range(count):
         rng = np.random.default_rng([seed, 7, k])
-        resolution = float(rng.uniform(0.3, 0.6))
+        resolution = float(rng.uniform(0.2, 0.6))
         centre = (S.CENTRE[0] + rng.uniform(-0.002, 0.002), S.CENTRE[1] + rng.uniform(-0.002, 0.002))
         scene = S.demo_scene(seed=1000 + k, centre=centre, size_m=220.0, resolution=resolution, units=units)
         before = S.render_survey(scene, seed=2 * k, texture_seed=k)
@@ -202,64 +254,172 @@ def augment_geometry(arrays: list[np.ndarray], rng: np.random.Generator) -> list
     return out
 
 
+def building_instances(units) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every labelled changed building of the training units that exists in the after image, as
+    ``(RGB patch, mask)`` with a margin of context: the material for copy-paste pairs.
+
+    Regions of the size of one to a few buildings only (DSIFN's coarse blocks of whole sites are not one
+    thing that can be moved elsewhere).
+    """
+    out = []
+    for _, _, _, after, label in units:
+        count, regions, stats, _ = cv2.connectedComponentsWithStats(label, connectivity=8)
+        for k in range(1, count):
+            x, y, w, h, area = stats[k]
+            if area < 40 or max(w, h) > 140 or area < 0.3 * w * h:
+                continue
+            pad = 4
+            y0, x0 = max(0, y - pad), max(0, x - pad)
+            y1, x1 = min(label.shape[0], y + h + pad), min(label.shape[1], x + w + pad)
+            out.append((after[y0:y1, x0:x1].copy(), (regions[y0:y1, x0:x1] == k).astype(np.uint8)))
+    return out
+
+
+def _random_instance(instances, rng: np.random.Generator, size: tuple[int, int] | None = None):
+    """One building of ``instances`` turned, mirrored and rescaled a little (or to ``size``): (patch, mask)."""
+    patch, mask = instances[int(rng.integers(len(instances)))]
+    k = int(rng.integers(4))
+    patch, mask = np.rot90(patch, k), np.rot90(mask, k)
+    if rng.random() < 0.5:
+        patch, mask = patch[:, ::-1], mask[:, ::-1]
+    if size is None:
+        zoom = float(np.exp(rng.uniform(-0.2, 0.2)))
+        size = (max(4, round(patch.shape[1] * zoom)), max(4, round(patch.shape[0] * zoom)))
+    patch = cv2.resize(np.ascontiguousarray(patch), size, interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return patch, cv2.resize(np.ascontiguousarray(mask), size, interpolation=cv2.INTER_NEAREST)
+
+
+def _blend(image: np.ndarray, region, patch: np.ndarray, mask: np.ndarray) -> None:
+    """Blend ``patch`` into ``image[region]`` (float32) through a feathered mask two pixels wider than the
+    roof, so its shadow edge and eaves come along."""
+    alpha = cv2.GaussianBlur(cv2.dilate(mask, np.ones((5, 5), np.uint8)).astype(np.float32), (0, 0), 1.0)[..., None]
+    image[region] = image[region] * (1 - alpha) + patch * alpha
+
+
+def paste_instances(after: np.ndarray, label: np.ndarray, instances, rng: np.random.Generator, count: int, *,
+                    before: np.ndarray | None = None, replaced: float = 0.0):
+    """``after`` with ``count`` real buildings pasted where ``label`` is clear: ``(after, label, before)``.
+
+    Without ``before`` the buildings are new, and labelled. With it they go onto both dates (present on
+    both: not change), except that with probability ``replaced`` the after date gets another building of
+    the same extent in its place: rebuilt, labelled over both footprints.
+    """
+    out = after.astype(np.float32)
+    old = None if before is None else before.astype(np.float32)
+    label = label.copy()
+    h, w = after.shape[:2]
+    for _ in range(count):
+        patch, mask = _random_instance(instances, rng)
+        ph, pw = mask.shape
+        if ph >= h or pw >= w:
+            continue
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        region = (slice(y, y + ph), slice(x, x + pw))
+        if label[region][mask > 0].any():
+            continue  # keep pasted buildings off labelled ones, so every label region stays one building
+        if old is None:
+            _blend(out, region, patch, mask)
+            label[region] |= mask
+            continue
+        _blend(old, region, patch, mask)
+        if rng.random() < replaced:
+            patch_new, mask_new = _random_instance(instances, rng, size=(pw, ph))
+            _blend(out, region, patch_new, mask_new)
+            label[region] |= mask | mask_new
+        else:
+            _blend(out, region, patch, mask)
+    pasted = np.clip(out, 0, 255).astype(np.uint8)
+    return pasted, label, None if old is None else np.clip(old, 0, 255).astype(np.uint8)
+
+
 class Sampler:
-    """Makes training samples (6 x CROP x CROP input, 1 x CROP x CROP label) from the pools."""
+    """Makes training samples (6 x CROP x CROP input; 2 x CROP x CROP target: change, core) from the pools.
+
+    Kinds of sample, by share:
+
+    * 0.55 real pairs, before and after swapped half the time (the sets label buildings that appear and
+      that disappear alike), with real buildings of other pairs pasted in half the time;
+    * 0.25 one real image on two "days" with real buildings pasted on the later one (and some on both:
+      those are not change, unless the later one has another building in its place) or procedural roofs
+      drawn in, plus unlabelled distractors;
+    * 0.05 one real image on two days, nothing changed;
+    * 0.15 synthetic demo-street surveys.
+    """
 
     def __init__(self, real, synthetic, rng: np.random.Generator) -> None:
         self.real, self.synthetic, self.rng = real, synthetic, rng
         # real sets weigh by set, not by pixels, so one 1024 px pair is not drowned by sixteen 256 px ones
         self.by_set: dict[str, list] = {}
-        for set_name, a, b, lab in real:
+        for set_name, _, a, b, lab in real:
             self.by_set.setdefault(set_name, []).append((a, b, lab))
+        self.instances = building_instances(real)
 
-    def _crop(self, before, after, label, scale):
-        """Random crop that becomes CROP working pixels at ``scale`` (working px per image px)."""
+    def _window(self, shape, scale):
+        """A random square window of the image that becomes CROP working pixels at ``scale``."""
         rng = self.rng
-        h, w = before.shape[:2]
-        side = int(math.ceil(CROP / scale))
-        if side > min(h, w):  # image smaller than the crop: enlarge the scale instead
-            scale = CROP / min(h, w)
-            side = min(h, w)
+        h, w = shape[:2]
+        side = math.ceil(CROP / scale)
+        side = min(side, h, w)
         y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crops = [im[y : y + side, x : x + side] for im in (before, after, label)]
+        return slice(y, y + side), slice(x, x + side)
+
+    @staticmethod
+    def _resize(images, label):
         size = (CROP, CROP)
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        b = cv2.resize(crops[0], size, interpolation=interp)
-        a = cv2.resize(crops[1], size, interpolation=interp)
-        lab = cv2.resize(crops[2].astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
-        return b, a, lab
+        interp = cv2.INTER_AREA if images[0].shape[0] > CROP else cv2.INTER_LINEAR
+        out = [cv2.resize(np.ascontiguousarray(im), size, interpolation=interp) for im in images]
+        return out, cv2.resize(label.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
 
     def sample(self):
         rng = self.rng
         kind = rng.random()
         scale = (1.0 / STEP) * math.exp(rng.uniform(-0.35, 0.35))
-        if kind < 0.45 and self.by_set:
+        if kind < 0.55 and self.by_set:
             pairs = self.by_set[list(self.by_set)[int(rng.integers(len(self.by_set)))]]
             before, after, label = pairs[int(rng.integers(len(pairs)))]
-            b, a, lab = self._crop(before, after, label, scale)
+            window = self._window(before.shape, scale)
+            b, a, lab = before[window], after[window], label[window]
+            if rng.random() < 0.5:
+                b, a = a, b
+            if self.instances and rng.random() < 0.5:
+                a, lab, _ = paste_instances(a, lab, self.instances, rng, int(rng.integers(1, 4)))
+            (b, a), lab = self._resize((b, a), lab)
             a = shift(a, *rng.uniform(-0.75, 0.75, 2))  # residual misregistration, working pixels
             b, a = relight(b, rng, 0.7), relight(a, rng, 0.7)
-        elif kind < 0.75 and self.real:
-            set_name, x, y, _ = self.real[int(rng.integers(len(self.real)))]
+        elif kind < 0.85 and self.real:
+            _, _, x, y, _ = self.real[int(rng.integers(len(self.real)))]
             base = x if rng.random() < 0.5 else y
-            b, a, _ = self._crop(base, base, np.zeros(base.shape[:2], np.uint8), scale)
-            px_per_m = rng.uniform(0.7, 2.0)  # working-scale pixels per metre (0.5-1.4 m per pixel)
-            a = shift(a, *rng.uniform(-0.8, 0.8, 2))
-            if rng.random() < 0.2:  # no change at all, only another day
-                lab = np.zeros(b.shape[:2], np.float32)
+            window = self._window(base.shape, scale)
+            base, lab = base[window], np.zeros(base[window].shape[:2], np.uint8)
+            b, a = base, base
+            if kind < 0.8:
+                if self.instances and rng.random() < 0.6:
+                    if rng.random() < 0.4:  # buildings on both dates (not change), a third of them rebuilt
+                        a, lab, b = paste_instances(a, lab, self.instances, rng, int(rng.integers(1, 4)), before=b,
+                                                    replaced=0.35)
+                    a, lab, _ = paste_instances(a, lab, self.instances, rng, int(rng.integers(0, 5)))
+                    (b, a), lab = self._resize((b, a), lab)
+                else:
+                    (b, a), lab = self._resize((b, a), lab)
+                    a, roofs = paste_roofs(a, rng, rng.uniform(0.7, 2.0))  # 0.5-1.4 m per working pixel
+                    lab = roofs.astype(np.float32)
+                a = distract(a, rng, rng.uniform(0.7, 2.0))
             else:
-                a, lab = paste_roofs(a, rng, px_per_m)
-                lab = lab.astype(np.float32)
-            a = distract(a, rng, px_per_m)
+                (b, a), lab = self._resize((b, a), lab)
+            a = shift(a, *rng.uniform(-0.8, 0.8, 2))
+            if rng.random() < 0.5:
+                b, a = a, b
             b, a = relight(b, rng), relight(a, rng)
         else:
             before, after, label = self.synthetic[int(rng.integers(len(self.synthetic)))]
-            b, a, lab = self._crop(before, after, label, 1.0 / STEP * rng.uniform(0.8, 1.25))
+            window = self._window(before.shape, 1.0 / STEP * rng.uniform(0.8, 1.25))
+            (b, a), lab = self._resize((before[window], after[window]), label[window])
             a = shift(a, *rng.uniform(-0.75, 0.75, 2))
             b, a = relight(b, rng), relight(a, rng)
         x = encode_pair(b, a, pair_statistics(b, a))
-        x, lab = augment_geometry([x, lab[None]], rng)
-        return x, (lab > 0.5).astype(np.float32)
+        change = (lab > 0.5).astype(np.float32)
+        x, target = augment_geometry([x, np.stack([change, core_target(change)])], rng)
+        return x, target
 
     def batch(self, size: int):
         xs, ys = zip(*(self.sample() for _ in range(size)))
@@ -272,32 +432,42 @@ class Sampler:
 
 
 def build_model():
+    """The siamese U-Net.
+
+    Shared encoder over each date: four levels of a strided and a plain 3 x 3 convolution, so the finest
+    features are at half the working scale (a plain U-Net spends most of its time at full scale).
+    Each level's features of both dates and their absolute difference are fused by a 1 x 1 convolution.
+    The decoder is additive (as in a feature pyramid): the coarser map is projected to the finer level's
+    width, upsampled and added, then one 3 x 3 convolution; about a third of the work of concatenating.
+    The two output maps are upsampled back to the working scale inside the graph.
+    """
     import torch
     from torch import nn
 
-    def block(cin, cout):
+    def conv(cin, cout, stride=1):
         return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
         )
+
+    def pointwise(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     class ChangeNet(nn.Module):
         def __init__(self, c=CHANNELS):
             super().__init__()
-            self.enc = nn.ModuleList([block(3, c[0])] + [block(c[i - 1], c[i]) for i in range(1, len(c))])
-            self.fuse = nn.ModuleList([
-                nn.Sequential(nn.Conv2d(3 * ci, ci, 1, bias=False), nn.BatchNorm2d(ci), nn.ReLU(inplace=True))
-                for ci in c
-            ])
-            self.dec = nn.ModuleList([block(c[i + 1] + c[i], c[i]) for i in range(len(c) - 1)])
-            self.head = nn.Conv2d(c[0], 1, 1)
-            self.pool = nn.MaxPool2d(2)
+            self.enc = nn.ModuleList(
+                [nn.Sequential(conv(3 if i == 0 else c[i - 1], c[i], 2), conv(c[i], c[i])) for i in range(len(c))]
+            )
+            self.fuse = nn.ModuleList([pointwise(3 * ci, ci) for ci in c])
+            self.lateral = nn.ModuleList([pointwise(c[i + 1], c[i]) for i in range(len(c) - 1)])
+            self.dec = nn.ModuleList([conv(c[i], c[i]) for i in range(len(c) - 1)])
+            self.head = nn.Conv2d(c[0], 2, 1)  # change, object core
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
 
         def encode(self, x):
             feats = []
-            for i, layer in enumerate(self.enc):
-                x = layer(x if i == 0 else self.pool(x))
+            for layer in self.enc:
+                x = layer(x)
                 feats.append(x)
             return feats
 
@@ -306,8 +476,8 @@ def build_model():
             fused = [f(torch.cat([a, b, torch.abs(a - b)], 1)) for f, a, b in zip(self.fuse, fa, fb)]
             y = fused[-1]
             for i in range(len(fused) - 2, -1, -1):
-                y = self.dec[i](torch.cat([self.up(y), fused[i]], 1))
-            return self.head(y)
+                y = self.dec[i](self.up(self.lateral[i](y)) + fused[i])
+            return self.up(self.head(y))
 
     return ChangeNet()
 
@@ -318,7 +488,7 @@ def train(args) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
-    real = load_real(args.holdout)
+    real, _ = split_units(real_units(), args.holdout, args.fold)
     synthetic = synthetic_pairs(args.synthetic, args.seed)
     sampler = Sampler(real, synthetic, rng)
     model = build_model()
@@ -335,8 +505,9 @@ def train(args) -> dict:
         x, y = torch.from_numpy(x), torch.from_numpy(y)
         logits = model(x)
         p = torch.sigmoid(logits)
-        dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-        loss = bce(logits, y) + dice
+        overlap, total = (p * y).sum(dim=(0, 2, 3)), (p + y).sum(dim=(0, 2, 3))
+        dice = 1 - (2 * overlap + 1) / (total + 1)  # per output: change, core
+        loss = bce(logits[:, :1], y[:, :1]) + dice[0] + 0.5 * (bce(logits[:, 1:], y[:, 1:]) + dice[1])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -345,20 +516,49 @@ def train(args) -> dict:
         if step % 100 == 0 or step == steps - 1:
             print(f"step {step:5d}/{steps}  loss {running:.4f}  {time.time() - start:6.0f} s", flush=True)
     model.eval()
-    return {"model": model, "params": params, "seconds": time.time() - start, "real_pairs": len(real)}
+    return {"model": model, "params": params, "seconds": time.time() - start, "real_units": len(real),
+            "sampler": sampler}
 
 
-def export(model, out: Path) -> Path:
+CALIBRATION_SAMPLES = 64
+
+
+def export(model, sampler: Sampler, out: Path) -> Path:
+    """The model as ONNX with 8-bit weights and activations (``out/change_net.onnx``).
+
+    Static quantisation (QDQ, per-channel weights) calibrated on :data:`CALIBRATION_SAMPLES` training
+    samples: onnxruntime runs it about twice as fast as the float model. Every figure this script reports
+    is the quantised model's.
+    """
+    import tempfile
+
     import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.left = CALIBRATION_SAMPLES
+
+        def get_next(self):
+            if not self.left:
+                return None
+            self.left -= 1
+            return {"pair": sampler.batch(1)[0]}
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "change_net.onnx"
-    dummy = torch.zeros(1, 6, 64, 64)
-    torch.onnx.export(
-        model, dummy, str(path), dynamo=False, opset_version=17, input_names=["pair"], output_names=["logits"],
-        dynamic_axes={"pair": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
-        do_constant_folding=True,
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        float_path, prepared = Path(scratch) / "float.onnx", Path(scratch) / "prepared.onnx"
+        torch.onnx.export(
+            model, torch.zeros(1, 6, 64, 64), str(float_path), dynamo=False, opset_version=17,
+            input_names=["pair"], output_names=["logits"],
+            dynamic_axes={"pair": {2: "height", 3: "width"}, "logits": {2: "height", 3: "width"}},
+            do_constant_folding=True,
+        )
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(path), Calibration(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
     return path
 
 
@@ -367,31 +567,71 @@ def export(model, out: Path) -> Path:
 # ----------------------------------------------------------------------------------------------------
 
 
-def score_sets(model_path: Path, sets: list[str]) -> dict:
-    """Pixel and object figures of learned, default and baseline on ``sets`` (per set and pooled)."""
+def score_units(model_path: Path, units) -> tuple[dict, dict]:
+    """Pixel and object figures of learned, classical (building-cva) and baseline on ``units``, per set and pooled."""
     from inspection.change import get_detector
     from inspection.evaluate import COUNT_KEYS
     from inspection.learned import LearnedChangeDetector, _load
 
     _load.cache_clear()
     detectors = {"learned": LearnedChangeDetector(model_path=str(model_path)),
-                 "default": get_detector("default"), "baseline": get_detector("baseline")}
-    pairs = discover_pairs(shared_changes())
-    results: dict = {}
+                 "classical": get_detector("building-cva"), "baseline": get_detector("baseline")}
+    per_set: dict = {}
     pooled = {name: dict.fromkeys(COUNT_KEYS, 0) for name in detectors}
-    for set_name in sets:
-        per = {name: dict.fromkeys(COUNT_KEYS, 0) for name in detectors}
-        for a, b, lab in pairs[set_name]:
-            before, after, label = _read_rgb(a), _read_rgb(b), _read_label(lab)
-            for name, det in detectors.items():
-                counts = score_pair(det.detect(before, after).mask, label)
-                for acc in (per[name], pooled[name]):
-                    for key in COUNT_KEYS:
-                        acc[key] += counts[key]
-        results[set_name] = {name: _figures(per[name]) for name in detectors}
-    if len(sets) > 1:
+    for set_name, _, before, after, label in units:
+        per = per_set.setdefault(set_name, {name: dict.fromkeys(COUNT_KEYS, 0) for name in detectors})
+        for name, det in detectors.items():
+            counts = score_pair(det.detect(before, after).mask, label > 0)
+            for acc in (per[name], pooled[name]):
+                for key in COUNT_KEYS:
+                    acc[key] += counts[key]
+    results = {set_name: {name: _figures(c) for name, c in per.items()} for set_name, per in per_set.items()}
+    if len(per_set) > 1:
         results["pooled"] = {name: _figures(pooled[name]) for name in detectors}
     return results, pooled
+
+
+def save_maps(model_path: Path, units, target: Path) -> None:
+    """The held-out units' change and core maps (working scale) with their labels, for choosing thresholds."""
+    from inspection.change import coregister
+    from inspection.learned import LearnedChangeDetector
+
+    detector = LearnedChangeDetector(model_path=str(model_path))
+    arrays = {}
+    for i, (set_name, name, before, after, label) in enumerate(units):
+        aligned, _ = coregister(before, after)
+        prob, core = detector.maps(before, aligned)
+        arrays[f"{i}:prob"], arrays[f"{i}:core"], arrays[f"{i}:label"] = prob, core, label
+        arrays[f"{i}:set"] = np.array(set_name)
+    np.savez_compressed(target, **arrays)
+
+
+def load_maps(paths) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    out = []
+    for path in paths:
+        with np.load(path) as data:
+            for i in range(len(data.files) // 4):
+                out.append((str(data[f"{i}:set"]), data[f"{i}:prob"], data[f"{i}:core"], data[f"{i}:label"]))
+    return out
+
+
+def scan_thresholds(model_path: Path, maps, thresholds, core_thresholds) -> list[dict]:
+    """Pooled figures of every (threshold, core threshold) on held-out maps, post-processed as ``detect`` does."""
+    from inspection.evaluate import COUNT_KEYS
+    from inspection.learned import LearnedChangeDetector, _load
+
+    _load.cache_clear()
+    rows = []
+    for t in thresholds:
+        for c in core_thresholds:
+            detector = LearnedChangeDetector(model_path=str(model_path), threshold=t, core_threshold=c)
+            pooled = dict.fromkeys(COUNT_KEYS, 0)
+            for _, prob, core, label in maps:
+                counts = score_pair(detector.result_from_maps(prob, core, label.shape).mask, label > 0)
+                for key in COUNT_KEYS:
+                    pooled[key] += counts[key]
+            rows.append({"threshold": t, "core_threshold": c, **_figures(pooled)})
+    return rows
 
 
 def _figures(counts: dict) -> dict:
@@ -419,49 +659,68 @@ def print_table(title: str, results: dict) -> None:
 def run_one(args) -> dict:
     out = Path(args.out)
     trained = train(args)
-    path = export(trained["model"], out)
-    holdout = args.holdout
+    path = export(trained["model"], trained["sampler"], out)
+    holdout, fold = args.holdout, args.fold
     info = {
-        "format": "gridmap change_net 1",
+        "format": "gridmap change_net 2",
         "input": "6 x H x W float32: standardised CIE Lab (OpenCV 8-bit scaling) of before, then of after; "
                  "after matched to before's Lab moments; see inspection.learned.pair_statistics/encode_pair",
-        "output": "1 x H x W change logits at the working scale",
+        "output": "2 x H x W logits at the working scale: change, then object core (see core_target)",
         "step": STEP,
         "scale": 1.0 / STEP,
+        "multiple": 2 ** len(CHANNELS),
         "threshold": 0.5,
-        "architecture": f"siamese U-Net, encoder channels {list(CHANNELS)}, |a-b| fusion, bilinear decoder",
+        "core_threshold": 0.5,
+        "architecture": f"siamese U-Net, encoder channels {list(CHANNELS)} from a stride-2 stem, |a-b| fusion, "
+                        "additive decoder, two output maps; quantised to 8 bits (QDQ, per-channel weights)",
         "parameters": trained["params"],
         "training": {
             "script": "scripts/train_change_model.py",
             "seed": args.seed, "steps": args.steps, "batch": args.batch, "crop": CROP,
             "real_sets": sorted({s for s in SETS if s != holdout}),
-            "real_pairs": trained["real_pairs"],
+            "real_units": trained["real_units"],
             "holdout": holdout,
+            "fold": None if fold is None else f"{fold[0]}/{fold[1]}",
             "synthetic_scenes": args.synthetic,
-            "data": "real pairs (augmented), pasted procedural roofs on real training images, "
-                    "no-change relit copies, demo-street synthetic surveys at 0.3-0.6 m",
+            "data": "real pairs (augmented, A/B swapped, half with real buildings of other units pasted in; "
+                    "pairs of 512 px and more as quadrants), relit real images with pasted real buildings "
+                    "(some on both dates, some of those rebuilt) or procedural roofs, no-change relit copies, "
+                    "demo-street synthetic surveys at 0.2-0.6 m",
             "seconds": round(trained["seconds"], 1),
             "date": dt.date.today().isoformat(),
         },
     }
     meta = out / "change_net.json"
     meta.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")  # the detector reads it to score
-    sets = [holdout] if holdout else list(discover_pairs(shared_changes()))
-    results, pooled_counts = score_sets(path, sets)
-    label = f"held-out set {holdout} (trained without it)" if holdout else "training fit (all sets were trained on)"
-    print_table(label, results)
-    info["scores"] = {"holdout" if holdout else "training_fit": results}
+    training, validation = split_units(real_units(), holdout, fold)
+    held_out = holdout is not None or fold is not None
+    results, pooled_counts = score_units(path, validation if held_out else training)
+    if held_out:
+        title = f"held-out units ({holdout or f'fold {fold[0]} of {fold[1]}'}; trained without them)"
+    else:
+        title = "training fit (all units were trained on)"
+    print_table(title, results)
+    if held_out:
+        save_maps(path, validation, out / "held_out_maps.npz")
+    info["scores"] = {"held_out" if held_out else "training_fit": results}
     info["pooled_counts"] = pooled_counts
     meta.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info
 
 
-def run_loso(args) -> None:
-    """The three folds and the model on all data, ``--jobs`` at a time (threads shared out), then the merge."""
-    work = Path(args.loso_dir)
+def fold_runs(scheme: str, k: int) -> list[tuple[list[str], str]]:
+    """Each fold of a validation scheme: its command-line arguments and its folder name."""
+    if scheme == "leave_one_set_out":
+        return [(["--holdout", s], s) for s in SETS]
+    return [(["--fold", f"{i}/{k}"], f"fold-{i}") for i in range(k)]
+
+
+def run_folds(args, scheme: str) -> None:
+    """The folds and the model on all data, ``--jobs`` at a time (threads shared out), then the merge."""
+    work = Path(args.folds_dir) / scheme
     work.mkdir(parents=True, exist_ok=True)
     threads = max(1, args.threads // args.jobs)
-    tasks = [(["--holdout", s, "--out", str(work / s)], work / f"{s}.log") for s in SETS]
+    tasks = [([*extra, "--out", str(work / name)], work / f"{name}.log") for extra, name in fold_runs(scheme, args.k)]
     tasks.append((["--out", str(args.out)], work / "all.log"))
     procs: list[subprocess.Popen] = []
     start = time.time()
@@ -477,48 +736,100 @@ def run_loso(args) -> None:
             raise SystemExit(f"a run failed: {p.args}")
     print(f"all runs done in {time.time() - start:.0f} s")
     print((work / "all.log").read_text().split("\n\n", 1)[-1])
-    merge_folds(Path(args.out), work)
+    merge_folds(Path(args.out), work, scheme, args.k)
 
 
-def merge_folds(out: Path, work: Path) -> None:
+#: Thresholds tried on the held-out maps (change, core); the pair with the best pooled F1 + object recall
+#: goes into the shipped model's metadata.
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+CORE_THRESHOLDS = (0.3, 0.5, 0.7)
+
+
+def merge_folds(out: Path, work: Path, scheme: str, k: int) -> None:
+    """Choose the thresholds on the folds' held-out maps and add the held-out figures, per set and pooled
+    over folds, to the shipped model's metadata (learned at the chosen thresholds, classical and baseline
+    as each fold scored them)."""
     from inspection.evaluate import COUNT_KEYS
+    from inspection.learned import LearnedChangeDetector, _load
 
     info = json.loads((out / "change_net.json").read_text())
-    folds, pooled = {}, {}
-    for set_name in SETS:
-        fold = json.loads((work / set_name / "change_net.json").read_text())
-        folds[set_name] = fold["scores"]["holdout"][set_name]
-        for name, counts in fold["pooled_counts"].items():
-            acc = pooled.setdefault(name, dict.fromkeys(COUNT_KEYS, 0))
+    names = [name for _, name in fold_runs(scheme, k)]
+    maps = load_maps([work / name / "held_out_maps.npz" for name in names])
+    scan = scan_thresholds(out / "change_net.onnx", maps, THRESHOLDS, CORE_THRESHOLDS)
+    best = max(scan, key=lambda row: (row["pixel_f1"] or 0.0) + (row["object_recall"] or 0.0))
+    counts: dict = {}
+    for name in names:
+        fold = json.loads((work / name / "change_net.json").read_text())
+        for set_name, by_det in fold["scores"]["held_out"].items():
+            for det, figures in by_det.items():
+                if set_name == "pooled" or det == "learned":
+                    continue
+                acc = counts.setdefault(set_name, {}).setdefault(det, dict.fromkeys(COUNT_KEYS, 0))
+                for key in ("tp", "fp", "fn", "label_objects", "found_objects"):
+                    acc[key] += figures[key]
+    _load.cache_clear()
+    detector = LearnedChangeDetector(model_path=str(out / "change_net.onnx"), threshold=best["threshold"],
+                                     core_threshold=best["core_threshold"])
+    for set_name, prob, core, label in maps:
+        acc = counts.setdefault(set_name, {}).setdefault("learned", dict.fromkeys(COUNT_KEYS, 0))
+        found = score_pair(detector.result_from_maps(prob, core, label.shape).mask, label > 0)
+        for key in COUNT_KEYS:
+            acc[key] += found[key]
+    order = ("learned", "classical", "baseline")
+    results = {set_name: {det: _figures(by_det[det]) for det in order if det in by_det}
+               for set_name, by_det in sorted(counts.items())}
+    pooled = {}
+    for by_det in counts.values():
+        for det, acc in by_det.items():
+            total = pooled.setdefault(det, dict.fromkeys(COUNT_KEYS, 0))
             for key in COUNT_KEYS:
-                acc[key] += counts[key]
-    folds["pooled over folds"] = {name: _figures(c) for name, c in pooled.items()}
-    info["scores"]["leave_one_set_out"] = folds
+                total[key] += acc[key]
+    results["pooled over folds"] = {det: _figures(pooled[det]) for det in order if det in pooled}
+    info["threshold"], info["core_threshold"] = best["threshold"], best["core_threshold"]
+    info["scores"][scheme] = results
+    info["threshold_scan"] = {"scheme": scheme, "rows": scan}
     (out / "change_net.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    print_table("leave-one-set-out (each set scored by the model trained without it)", folds)
+    print(f"thresholds chosen on the held-out maps: change {best['threshold']}, core {best['core_threshold']}")
+    print_table(f"{scheme.replace('_', ' ')} (each unit scored by the model trained without it)", results)
+
+
+def _fold(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N with 0 <= K < N, e.g. 0/3")
+    return int(k), int(n)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--holdout", choices=SETS, help="train without this real set and score on it")
+    parser.add_argument("--fold", type=_fold, help="K/N: train without every N-th unit of each set from the K-th, score on them")
     parser.add_argument("--out", default=str(ROOT / "inspection" / "models"), help="folder for change_net.onnx/.json")
-    parser.add_argument("--loso", action="store_true", help="run the three folds, then train on all data")
-    parser.add_argument("--loso-dir", default="/tmp/gridmap-change-loso", help="where --loso keeps the folds")
-    parser.add_argument("--merge-only", action="store_true", help="only merge fold results from --loso-dir into --out")
-    parser.add_argument("--jobs", type=int, default=2, help="folds run at once under --loso")
+    parser.add_argument("--kfold", action="store_true", help="run --k folds over units, then train on all data")
+    parser.add_argument("--loso", action="store_true", help="run the three leave-one-set-out folds, then train on all data")
+    parser.add_argument("--k", type=int, default=3, help="folds under --kfold")
+    parser.add_argument("--folds-dir", default="/tmp/gridmap-change-folds", help="where --kfold/--loso keep the folds")
+    parser.add_argument("--merge-only", choices=("kfold", "loso"), help="only merge fold results from --folds-dir into --out")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once under --kfold/--loso")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=700)
-    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--synthetic", type=int, default=8, help="synthetic demo-street scenes")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
+    schemes = {"kfold": "k_fold", "loso": "leave_one_set_out"}
     if args.merge_only:
-        merge_folds(Path(args.out), Path(args.loso_dir))
-    elif args.loso:
-        if args.holdout:
-            parser.error("--loso and --holdout exclude each other")
-        run_loso(args)
+        scheme = schemes[args.merge_only]
+        merge_folds(Path(args.out), Path(args.folds_dir) / scheme, scheme, args.k)
+    elif args.kfold or args.loso:
+        if args.kfold and args.loso:
+            parser.error("--kfold and --loso exclude each other; run them one after the other")
+        if args.holdout or args.fold:
+            parser.error("--kfold/--loso choose their own held-out units")
+        run_folds(args, schemes["kfold" if args.kfold else "loso"])
     else:
+        if args.holdout and args.fold:
+            parser.error("--holdout and --fold exclude each other")
         run_one(args)
 
 
