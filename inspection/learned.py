@@ -348,6 +348,5 @@ def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.
 
 
 register(LearnedChangeDetector())
-register(DETECTORS["learned"], name="default")
 #: For pairs co-registered upstream (the pipeline shifts each tile by the survey-wide offset first).
 register(LearnedChangeDetector(register_images=False, name="learned-aligned"))

@@ -50,7 +50,7 @@ def add_roof(image: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
 
 
 def test_registry_ships_baseline_default_and_the_classical_detector():
-    assert get_detector("default") is get_detector("learned")  # loads the learned module on first use
+    assert get_detector("default") is get_detector("building-cva")
     shipped = {"baseline", "default", "learned", "learned-aligned", "building-cva", "building-cva-aligned"}
     assert shipped <= set(DETECTORS)
     assert get_detector("baseline").name == "baseline"
