@@ -25,7 +25,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import inspection.learned  # noqa: E402,F401  (registers learned, learned-aligned and default)
+import inspection.learned  # noqa: E402,F401  (registers learned and learned-aligned)
 from inspection.change import DETECTORS, read_rgb  # noqa: E402
 
 cv2.setNumThreads(1)

@@ -1,4 +1,4 @@
-"""The learned change detector (``learned``, the ``default``): a small siamese U-Net run by onnxruntime.
+"""The learned change detector (``learned``): a small siamese U-Net run by onnxruntime.
 
 The network (about 0.2 M parameters, weights in ``inspection/models/change_net.onnx``) is trained by
 ``scripts/train_change_model.py`` from the labelled real pairs in ``../shared/data/changes`` and from
@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspection.change import DETECTORS, ChangeResult, _fill_holes, check_pair, coregister, register
+from inspection.change import ChangeResult, _fill_holes, check_pair, coregister, register
 from inspection.errors import DetectorError
 
 __all__ = ["MODEL_FORMAT", "MODEL_PATH", "LearnedChangeDetector", "encode_pair", "load_model_info", "pair_statistics",

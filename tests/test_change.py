@@ -124,7 +124,7 @@ def test_normalise_radiometry_matches_relit_copy(scene):
 # -- detectors on synthetic scenes -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "building-cva"])
+@pytest.mark.parametrize("name", ["default", "learned"])
 def test_detector_finds_a_new_roof(scene, name):
     x0, y0, w, h = 300, 180, 70, 45
     after = relit_shifted(add_roof(scene, x0, y0, w, h), 1.3, -0.8)
@@ -142,7 +142,7 @@ def test_detector_finds_a_new_roof(scene, name):
     assert best > 0.5
 
 
-@pytest.mark.parametrize("name", ["default", "building-cva"])
+@pytest.mark.parametrize("name", ["default", "learned"])
 def test_detector_quiet_on_unchanged_relit_shifted_copy(scene, name):
     after = relit_shifted(scene, -1.7, 2.2)
     result = get_detector(name).detect(scene, after)
