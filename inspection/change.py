@@ -44,6 +44,7 @@ __all__ = [
     "DETECTORS",
     "register",
     "get_detector",
+    "detector_names",
     "coregister",
     "normalise_radiometry",
     "BaselineDetector",
@@ -105,8 +106,12 @@ def get_detector(name: str) -> Detector:
     try:
         return DETECTORS[name]
     except (KeyError, TypeError):
-        known = sorted({*DETECTORS, *_LAZY})
-        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(known)}") from None
+        raise DetectorError(f"unknown detector {name!r}; known: {', '.join(detector_names())}") from None
+
+
+def detector_names() -> list[str]:
+    """Every detector name :func:`get_detector` accepts, the lazily imported ones included, sorted."""
+    return sorted({*DETECTORS, *_LAZY})
 
 
 def check_pair(before: np.ndarray, after: np.ndarray) -> None:
