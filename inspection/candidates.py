@@ -11,6 +11,7 @@ per tile on workers and the vector work once:
 - :func:`mask_components` (per tile, pixels) -> pieces in global pixel coordinates;
 - :func:`merge_pieces` (once) joins pieces that touch across tile borders;
 - :func:`measure` (once) turns pixel polygons into a candidate table;
+- :func:`match_buildings` and :func:`join_building_changes` relate candidates to registered buildings;
 - :func:`vectorise` is the three together for one mask held in memory.
 
 Pure library code: no I/O.
@@ -58,6 +59,9 @@ WHITE_MIN_VALUE = 200  # 0.78
 STEEL_FRACTION = 0.5
 # Pieces of one building cut at vector-tile edges share an edge up to the tiles' coordinate quantisation.
 BUILDING_JOIN_M = 0.05
+# Candidates on one registered building closer than this are one change to it: the learned detector can cut
+# a rebuilt L-shaped building between the cores it sees, leaving a line a pixel or two wide.
+CHANGE_JOIN_M = 1.0
 
 
 @dataclass
@@ -502,6 +506,61 @@ def match_buildings(
     out["covered"] = covered
     out["building_share"] = share
     return out
+
+
+def join_building_changes(candidates: gpd.GeoDataFrame, *, gap_m: float = CHANGE_JOIN_M) -> gpd.GeoDataFrame:
+    """Candidates that change the same registered building and lie within ``gap_m`` of each other, as one.
+
+    A street office files one case per changed building, so a rebuilt building that the detector cut in
+    two must not become two cases. Parts of one building far apart (two separate rooftop additions) stay
+    separate. A joined candidate keeps the id and chips of its largest part, so running the pipeline again
+    gives the same ids; its outline is the parts' union closed across the gap; ``area_m2`` and
+    ``building_share`` are sums, ``confidence`` and ``covered`` area-weighted means, ``width_m`` the
+    largest, the pixel box the union and ``colour_steel`` true if any part's is.
+
+    Parameters
+    ----------
+    candidates : GeoDataFrame
+        :func:`match_buildings` output, in EPSG:4326.
+    gap_m : float
+    """
+    registered = np.flatnonzero((candidates["match"] == MATCH_REGISTERED).to_numpy())
+    if len(registered) < 2:
+        return candidates
+    crs = metric_crs(*_centre_lonlat(candidates.geometry.iloc[registered]))
+    metric = transform_geometries(candidates.geometry.to_numpy()[registered], STORAGE_CRS, crs)
+    codes = candidates["building_code"].to_numpy()[registered]
+    left, right = STRtree(metric).query(metric, predicate="dwithin", distance=gap_m)
+    same = (left < right) & (codes[left] == codes[right])
+    groups = _components(len(registered), left[same], right[same])
+    if len(np.unique(groups)) == len(registered):
+        return candidates
+    out = candidates.copy()
+    drop = []
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        if len(members) < 2:
+            continue
+        rows = registered[members]
+        area = out["area_m2"].to_numpy()[rows]
+        keep = rows[int(np.argmax(area))]
+        joined = shapely.union_all(metric[members]).buffer(gap_m / 2, join_style="mitre")
+        joined = joined.buffer(-gap_m / 2, join_style="mitre")
+        weights = area / area.sum()
+        index = out.index[keep]
+        out.loc[index, "geometry"] = shapely.normalize(transform_geometries(np.array([joined]), crs, STORAGE_CRS))[0]
+        out.loc[index, "area_m2"] = area.sum()
+        out.loc[index, "building_share"] = out["building_share"].to_numpy()[rows].sum()
+        for column in ("confidence", "covered"):
+            out.loc[index, column] = float(out[column].to_numpy()[rows] @ weights)
+        out.loc[index, "width_m"] = out["width_m"].to_numpy()[rows].max()
+        out.loc[index, "compactness"] = 4.0 * math.pi * joined.area / joined.length**2
+        for column, pick in (("col0", np.min), ("row0", np.min), ("col1", np.max), ("row1", np.max)):
+            out.loc[index, column] = int(pick(out[column].to_numpy()[rows]))
+        if "colour_steel" in out:
+            out.loc[index, "colour_steel"] = bool(out["colour_steel"].to_numpy()[rows].any())
+        drop += [out.index[r] for r in rows if r != keep]
+    return out.drop(index=drop).reset_index(drop=True)
 
 
 def locate_candidates(candidates: gpd.GeoDataFrame, locator: UnitLocator) -> gpd.GeoDataFrame:

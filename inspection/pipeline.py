@@ -22,7 +22,8 @@ Stages, in order, each writing under ``workdir/<pair-id>/<stage>/`` (ODM-style):
     (:mod:`inspection.candidates`); then colour-steel flags and before/after chips, again as Dask tasks
     reading only each candidate's neighbourhood.
 ``match``
-    Against the registered building layer (:func:`inspection.candidates.match_buildings`).
+    Against the registered building layer (:func:`inspection.candidates.match_buildings`); candidates
+    changing one building side by side become one (:func:`inspection.candidates.join_building_changes`).
 ``locate``
     Street, community, grid, courtyard and worker of each candidate; writes the final
     ``workdir/<pair-id>/candidates.geojson``.
@@ -208,12 +209,13 @@ def run_pipeline(
             report("vectorise", 1, 1)
 
     match = _Stage(root, "match", {"upstream": vectorise.key, "buildings": _fingerprint(buildings),
-                                   "covered_fraction": covered_fraction})
+                                   "covered_fraction": covered_fraction, "join_m": cand.CHANGE_JOIN_M})
     if not match.done:
         match.start()
         found = _read_frame(vectorise.dir / "candidates.geojson")
         if buildings is not None:
             found = cand.match_buildings(found, buildings, covered_fraction=covered_fraction)
+            found = cand.join_building_changes(found)
         else:
             found = found.assign(match=cand.MATCH_NEW, building_code=None, covered=0.0, building_share=np.nan)
         _write_frame(found, match.dir / "candidates.geojson")

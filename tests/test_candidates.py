@@ -17,6 +17,7 @@ from inspection.candidates import (
     MATCH_REGISTERED,
     chips,
     colour_steel_flag,
+    join_building_changes,
     locate_candidates,
     mask_components,
     match_buildings,
@@ -165,6 +166,42 @@ def test_match_buildings_joins_pieces_cut_at_tile_edges():
     assert np.isnan(out["building_share"][2])
     # The candidates themselves are untouched.
     assert out.geometry.equals(candidates.geometry)
+
+
+def test_parts_of_one_changed_building_side_by_side_become_one_candidate():
+    x, y = 517_400.0, 3_347_800.0
+    buildings = _metric_frame([box(x, y, x + 30, y + 10), box(x + 40, y, x + 50, y + 10)], code=["A", "B"])
+    parts = [
+        box(x + 1, y + 1, x + 15, y + 9),  # a rebuilt A cut in two by a detector: 0.4 m apart
+        box(x + 15.4, y + 1, x + 21, y + 9),
+        box(x + 26, y + 6, x + 29, y + 9),  # a rooftop addition on A, 5 m away: its own change
+        box(x + 41, y + 1, x + 49, y + 4.8),  # two new sheds side by side off any building: two cases
+        box(x + 52, y + 1, x + 56, y + 4.8),
+        box(x + 52.4, y + 5, x + 56, y + 9),
+    ]
+    candidates = _metric_frame(
+        parts, id=list("abcdef"), area_m2=[p.area for p in parts], width_m=[8.0, 5.6, 3.0, 3.8, 3.8, 3.6],
+        compactness=0.5, confidence=[0.9, 0.6, 0.8, 0.7, 0.7, 0.7], col0=[10, 154, 260, 410, 520, 524],
+        row0=[10, 10, 10, 52, 52, 10], col1=[150, 210, 290, 490, 560, 560], row1=[90, 90, 40, 90, 90, 50],
+        colour_steel=[False, True, False, True, True, True],
+    )
+    matched = match_buildings(candidates, buildings)
+    assert matched["match"].tolist() == [MATCH_REGISTERED] * 4 + [MATCH_NEW] * 2
+    out = join_building_changes(matched).set_index("id")
+    assert sorted(out.index) == ["a", "c", "d", "e", "f"]
+    joined = out.loc["a"]
+    metric = gpd.GeoSeries([joined.geometry], crs="EPSG:4326").to_crs(CRS).iloc[0]
+    assert metric.geom_type == "Polygon"
+    assert metric.area == pytest.approx(20 * 8, rel=0.01)  # the union, the 0.4 m gap closed
+    assert joined["area_m2"] == pytest.approx(14 * 8 + 5.6 * 8, rel=1e-6)
+    assert joined["building_share"] == pytest.approx((14 * 8 + 5.6 * 8) / 300, rel=1e-3)
+    assert joined["confidence"] == pytest.approx((0.9 * 14 + 0.6 * 5.6) / 19.6, rel=1e-6)
+    assert (joined["col0"], joined["row0"], joined["col1"], joined["row1"]) == (10, 10, 210, 90)
+    assert joined["colour_steel"] and joined["width_m"] == 8.0
+    assert out.loc["c", "area_m2"] == pytest.approx(9.0, rel=1e-6)
+    # Nothing on a building, or alone on one, is touched.
+    for key in "cdef":
+        assert out.loc[key].geometry.equals(matched.set_index("id").loc[key].geometry)
 
 
 def test_match_buildings_with_real_tile_cut_buildings(shared_data):
