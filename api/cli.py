@@ -350,11 +350,11 @@ def change_mask_command(before, after, output, detector):
 
 @main.command("change-eval")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--detector", "detectors", multiple=True, default=("baseline", "default", "learned"),
+@click.option("--detector", "detectors", multiple=True, default=("baseline", "default", "building-cva"),
               show_default=True,
-              help="Detectors to score, repeatable; all run on the same pairs in the same run. learned was "
-                   "trained on ../shared/data/changes: scored there it shows its training fit (held-out "
-                   "figures: README).")
+              help="Detectors to score, repeatable; all run on the same pairs in the same run. The default "
+                   "(learned) was trained on ../shared/data/changes: scored there it shows its training fit "
+                   "(held-out figures: README).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write the figures as CSV.")
 @handles_errors
 def change_eval_command(root, detectors, output):

@@ -10,16 +10,15 @@ Shipped detectors
 ``baseline``
     The plain textbook method, kept for comparison in every evaluation: Gaussian blur, per-channel
     mean/std matching, change-vector magnitude, Otsu threshold, 5 x 5 opening.
-``building-cva`` (alias ``default``; ``building-cva-aligned`` skips co-registration)
+``building-cva`` (``building-cva-aligned`` skips co-registration)
     Co-registration, robust radiometric normalisation in Lab, two kinds of change evidence (perceptual
     colour difference and loss of local structural correlation), suppression of changes that end as
     vegetation or shadow, a per-image threshold with an absolute floor, and region filtering that keeps
     blob-like regions of building size.
-``learned`` (``learned-aligned`` skips co-registration)
+``learned`` (alias ``default``; ``learned-aligned`` skips co-registration)
     A small siamese U-Net trained on labelled real pairs and synthetic scenes, quantised to 8 bits and run
-    through onnxruntime (:mod:`inspection.learned`). It scores better than ``building-cva`` on pairs it was
-    not trained on (figures in the README and in ``inspection/models/change_net.json``) but is not the
-    default yet: it misses a rooftop addition in the service-loop scene (``tests/test_service_loop.py``).
+    through onnxruntime (:mod:`inspection.learned`). The default: it scores better than ``building-cva`` on
+    pairs it was not trained on (figures in the README and in ``inspection/models/change_net.json``).
 
 Pure library code: no I/O except :func:`write_change_mask`, no global state except the registry.
 """
@@ -82,7 +81,7 @@ class Detector(Protocol):
 DETECTORS: dict[str, Detector] = {}
 #: Detectors in modules of their own, imported on first use: ``learned`` needs its model file and
 #: onnxruntime, which the classical detectors do not.
-_LAZY = {name: "inspection.learned" for name in ("learned", "learned-aligned")}
+_LAZY = {name: "inspection.learned" for name in ("default", "learned", "learned-aligned")}
 
 
 def register(detector: Detector, *, name: str | None = None) -> Detector:
@@ -370,7 +369,7 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True, kw_only=True)
 class BuildingCVADetector:
-    """Change-vector analysis tuned for new buildings; the project's default detector.
+    """Change-vector analysis tuned for new buildings: the classical detector, no model file needed.
 
     Steps, each for a reason that holds beyond the pairs it was checked on:
 
@@ -527,9 +526,6 @@ class BuildingCVADetector:
 
 
 register(BuildingCVADetector())
-# The default stays classical: the learned detector scores better on held-out pairs but misses a
-# red-on-red rooftop addition in the service-loop scene (tests/test_service_loop.py).
-register(DETECTORS["building-cva"], name="default")
 
 
 # --------------------------------------------------------------------------------------------------------

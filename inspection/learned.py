@@ -1,4 +1,4 @@
-"""The learned change detector (``learned``): a small siamese U-Net run by onnxruntime.
+"""The learned change detector (``learned``, the project's ``default``): a small siamese U-Net run by onnxruntime.
 
 The network (about 0.2 M parameters, weights in ``inspection/models/change_net.onnx``) is trained by
 ``scripts/train_change_model.py`` from the labelled real pairs in ``../shared/data/changes`` and from
@@ -347,6 +347,7 @@ def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.
     return image
 
 
-register(LearnedChangeDetector())
+#: The default detector (see :mod:`inspection.change`): held out, it beats ``building-cva``.
+register(register(LearnedChangeDetector()), name="default")
 #: For pairs co-registered upstream (the pipeline shifts each tile by the survey-wide offset first).
 register(LearnedChangeDetector(register_images=False, name="learned-aligned"))

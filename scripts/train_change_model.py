@@ -10,7 +10,7 @@ Training data, built here, deterministically from ``--seed`` (shares in :class:`
   for each date; half of them with real buildings of other units pasted in (copy-paste);
 * "pasted building" pairs: a real image of a training unit against a re-lit copy of itself with real
   buildings cut from the training units' labels pasted in (some on both dates: not change; some of those
-  replaced by another building on the later date: rebuilt, change), or
+  replaced by another building on the later date, rebuilt, or given a rooftop addition: change), or
   procedural roofs (rectangles and L shapes, gable shading, a cast shadow, colour-steel blue, white, grey,
   red, brown) drawn in; plus unlabelled distractors (a lawn or field that changes colour, new shade);
 * "no change" pairs: a real image against a re-lit, slightly shifted copy of itself (label empty);
@@ -141,7 +141,7 @@ def synthetic_pairs(count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray,
         scene = S.demo_scene(seed=1000 + k, centre=centre, size_m=220.0, resolution=resolution, units=units)
         before = S.render_survey(scene, seed=2 * k, texture_seed=k)
         truth = S._add_changes(scene, np.random.default_rng([seed, 8, k]), sheds=int(rng.integers(6, 16)),
-                               rooftops=int(rng.integers(2, 6)))
+                               rooftops=int(rng.integers(3, 9)))
         after = S.render_survey(scene, seed=2 * k + 1, texture_seed=k)
         label = np.zeros(scene.shape, np.uint8)
         for geometry in gpd.GeoSeries(truth.geometry, crs=truth.crs).to_crs(METRIC_CRS):
@@ -296,13 +296,40 @@ def _blend(image: np.ndarray, region, patch: np.ndarray, mask: np.ndarray) -> No
     image[region] = image[region] * (1 - alpha) + patch * alpha
 
 
+def add_storey(patch: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A rooftop addition on a building: ``patch`` (float32) with a box of new roof drawn inside ``mask``,
+    aligned with the building, and the box's mask. What a street office sees most on old roofs: a room or
+    a sheet-roofed shed built on top, often in a colour close to the roof's own."""
+    points = cv2.findNonZero(mask)
+    if points is None or len(points) < 30:
+        return patch, np.zeros_like(mask)
+    (cx, cy), (w, h), angle = cv2.minAreaRect(points)
+    size = (w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7))
+    centre = (cx + rng.uniform(-0.25, 0.25) * w, cy + rng.uniform(-0.25, 0.25) * h)
+    box = np.zeros_like(mask)
+    cv2.fillPoly(box, [np.round(cv2.boxPoints((centre, size, angle))).astype(np.int32)], 1)
+    box &= cv2.erode(mask, np.ones((3, 3), np.uint8))
+    if box.sum() < 12:
+        return patch, np.zeros_like(mask)
+    roof = patch[mask > 0].mean(axis=0)
+    colour = ROOF_PALETTE[rng.integers(len(ROOF_PALETTE))] if rng.random() < 0.6 else roof
+    colour = colour * rng.uniform(0.75, 1.25, 3)  # near the roof's own colour 40 % of the time
+    out = patch.copy()
+    inside = box > 0
+    out[inside] = colour * (1 + rng.normal(0, 0.04, (int(inside.sum()), 1)))
+    rim = cv2.morphologyEx(box, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[rim & (mask > 0)] *= rng.uniform(0.55, 0.9)  # its walls and the shadow at its foot
+    return np.clip(out, 0, 255), box
+
+
 def paste_instances(after: np.ndarray, label: np.ndarray, instances, rng: np.random.Generator, count: int, *,
-                    before: np.ndarray | None = None, replaced: float = 0.0):
+                    before: np.ndarray | None = None, replaced: float = 0.0, extended: float = 0.0):
     """``after`` with ``count`` real buildings pasted where ``label`` is clear: ``(after, label, before)``.
 
     Without ``before`` the buildings are new, and labelled. With it they go onto both dates (present on
     both: not change), except that with probability ``replaced`` the after date gets another building of
-    the same extent in its place: rebuilt, labelled over both footprints.
+    the same extent in its place (rebuilt, labelled over both footprints), and with probability
+    ``extended`` the same building with a rooftop addition (:func:`add_storey`, the addition labelled).
     """
     out = after.astype(np.float32)
     old = None if before is None else before.astype(np.float32)
@@ -322,10 +349,15 @@ def paste_instances(after: np.ndarray, label: np.ndarray, instances, rng: np.ran
             label[region] |= mask
             continue
         _blend(old, region, patch, mask)
-        if rng.random() < replaced:
+        outcome = rng.random()
+        if outcome < replaced:
             patch_new, mask_new = _random_instance(instances, rng, size=(pw, ph))
             _blend(out, region, patch_new, mask_new)
             label[region] |= mask | mask_new
+        elif outcome < replaced + extended:
+            patch_new, addition = add_storey(patch, mask, rng)
+            _blend(out, region, patch_new, mask)
+            label[region] |= addition
         else:
             _blend(out, region, patch, mask)
     pasted = np.clip(out, 0, 255).astype(np.uint8)
@@ -394,9 +426,9 @@ class Sampler:
             b, a = base, base
             if kind < 0.8:
                 if self.instances and rng.random() < 0.6:
-                    if rng.random() < 0.4:  # buildings on both dates (not change), a third of them rebuilt
+                    if rng.random() < 0.4:  # buildings on both dates (not change), some rebuilt or built on
                         a, lab, b = paste_instances(a, lab, self.instances, rng, int(rng.integers(1, 4)), before=b,
-                                                    replaced=0.35)
+                                                    replaced=0.25, extended=0.35)
                     a, lab, _ = paste_instances(a, lab, self.instances, rng, int(rng.integers(0, 5)))
                     (b, a), lab = self._resize((b, a), lab)
                 else:
@@ -684,8 +716,8 @@ def run_one(args) -> dict:
             "synthetic_scenes": args.synthetic,
             "data": "real pairs (augmented, A/B swapped, half with real buildings of other units pasted in; "
                     "pairs of 512 px and more as quadrants), relit real images with pasted real buildings "
-                    "(some on both dates, some of those rebuilt) or procedural roofs, no-change relit copies, "
-                    "demo-street synthetic surveys at 0.2-0.6 m",
+                    "(some on both dates, some of those rebuilt or given a rooftop addition) or procedural roofs, "
+                    "no-change relit copies, demo-street synthetic surveys at 0.2-0.6 m",
             "seconds": round(trained["seconds"], 1),
             "date": dt.date.today().isoformat(),
         },
@@ -814,7 +846,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--synthetic", type=int, default=8, help="synthetic demo-street scenes")
+    parser.add_argument("--synthetic", type=int, default=12, help="synthetic demo-street scenes")
     parser.add_argument("--seed", type=int, default=2026)
     args = parser.parse_args(argv)
     schemes = {"kfold": "k_fold", "loso": "leave_one_set_out"}

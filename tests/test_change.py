@@ -51,7 +51,7 @@ def add_roof(image: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
 
 
 def test_registry_ships_baseline_default_and_the_classical_detector():
-    assert get_detector("default") is get_detector("building-cva")
+    assert get_detector("default") is get_detector("learned")
     shipped = {"baseline", "default", "learned", "learned-aligned", "building-cva", "building-cva-aligned"}
     assert shipped <= set(detector_names())
     assert get_detector("baseline").name == "baseline"
@@ -125,7 +125,7 @@ def test_normalise_radiometry_matches_relit_copy(scene):
 # -- detectors on synthetic scenes -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["default", "learned"])
+@pytest.mark.parametrize("name", ["default", "building-cva"])
 def test_detector_finds_a_new_roof(scene, name):
     x0, y0, w, h = 300, 180, 70, 45
     after = relit_shifted(add_roof(scene, x0, y0, w, h), 1.3, -0.8)
@@ -143,7 +143,7 @@ def test_detector_finds_a_new_roof(scene, name):
     assert best > 0.5
 
 
-@pytest.mark.parametrize("name", ["default", "learned"])
+@pytest.mark.parametrize("name", ["default", "building-cva"])
 def test_detector_quiet_on_unchanged_relit_shifted_copy(scene, name):
     after = relit_shifted(scene, -1.7, 2.2)
     result = get_detector(name).detect(scene, after)

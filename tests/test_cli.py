@@ -217,7 +217,7 @@ def test_change_eval_scores_per_set_and_pooled(run, shared_data, tmp_path):
     figures = __import__("pandas").read_csv(tmp_path / "figures.csv")
     assert set(figures["set"]) == {"levir-256", "dsifn-256", "whu-1024", "pooled"}
     pooled = figures[figures["set"] == "pooled"].set_index("detector")
-    assert (pooled.loc[["baseline", "default", "learned"], "pairs"] == 17).all()
+    assert (pooled.loc[["baseline", "default", "building-cva"], "pairs"] == 17).all()
     assert pooled.loc["default", "pixel_f1"] > pooled.loc["baseline", "pixel_f1"]
     bad = run("change-eval", shared_data / "changes", "--detector", "magic")
     assert bad.exit_code != 0 and "unknown detector 'magic'" in bad.output and "Traceback" not in bad.output
