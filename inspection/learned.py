@@ -179,7 +179,12 @@ def _load(path: str, threads: int) -> tuple[_Network, dict]:
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+    """Logistic function of float32 ``logits``, in a new array (clipped so that exp cannot overflow)."""
+    out = np.clip(logits, -30.0, 30.0)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    return np.reciprocal(out, out=out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,7 +302,8 @@ class LearnedChangeDetector:
             score = cv2.resize(prob, big, interpolation=cv2.INTER_LINEAR)[:h, :w]
         else:
             mask, score = mask > 0, prob
-        return ChangeResult(mask=np.ascontiguousarray(mask), score=np.clip(score, 0.0, 1.0).astype(np.float32))
+        # Linear interpolation of probabilities stays within [0, 1]: no clipping needed.
+        return ChangeResult(mask=np.ascontiguousarray(mask), score=np.ascontiguousarray(score, dtype=np.float32))
 
 
 def split_at_cores(mask: np.ndarray, cores: np.ndarray) -> np.ndarray:
@@ -313,19 +319,31 @@ def split_at_cores(mask: np.ndarray, cores: np.ndarray) -> np.ndarray:
     array([1, 1, 1, 0, 0, 1, 1, 1, 1])
     """
     cores = cores & mask
-    if cv2.connectedComponents(cores.astype(np.uint8), connectivity=8)[0] <= 2:
+    count, core_labels = cv2.connectedComponents(cores.astype(np.uint8), connectivity=8)
+    if count <= 2:
         return mask  # fewer than two cores: nothing to split
-    _, nearest = cv2.distanceTransformWithLabels(
-        (~cores).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
-    )
-    line = np.zeros(mask.shape, bool)
-    across = (nearest[:, :-1] != nearest[:, 1:]) & mask[:, :-1] & mask[:, 1:]
-    line[:, :-1] |= across
-    line[:, 1:] |= across
-    down = (nearest[:-1] != nearest[1:]) & mask[:-1] & mask[1:]
-    line[:-1] |= down
-    line[1:] |= down
-    return mask & ~line
+    regions, region_labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    # Regions holding at least two cores; only their boxes are worked on (most regions hold one).
+    region_of_core = np.zeros(count, np.int64)
+    region_of_core[core_labels[cores]] = region_labels[cores]  # a core lies inside one region
+    held = np.bincount(region_of_core[1:], minlength=regions)
+    out = mask.copy()
+    for region in np.flatnonzero(held >= 2):
+        x, y, w, h = stats[region, :4]
+        box = (slice(y, y + h), slice(x, x + w))
+        inside = region_labels[box] == region
+        _, nearest = cv2.distanceTransformWithLabels(
+            (~(cores[box] & inside)).astype(np.uint8), cv2.DIST_L2, 3, labelType=cv2.DIST_LABEL_CCOMP
+        )
+        line = np.zeros(inside.shape, bool)
+        across = (nearest[:, :-1] != nearest[:, 1:]) & inside[:, :-1] & inside[:, 1:]
+        line[:, :-1] |= across
+        line[:, 1:] |= across
+        down = (nearest[:-1] != nearest[1:]) & inside[:-1] & inside[1:]
+        line[:-1] |= down
+        line[1:] |= down
+        out[box] &= ~line
+    return out
 
 
 def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:

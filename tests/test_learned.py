@@ -168,3 +168,17 @@ def test_split_at_cores_cuts_joined_buildings_apart_and_leaves_single_ones_whole
     one_core = np.zeros_like(mask)
     one_core[15:25, 15:25] = True
     assert np.array_equal(split_at_cores(mask, one_core), mask)
+
+
+def test_split_at_cores_leaves_a_one_core_region_whole_beside_a_split_one():
+    from inspection.learned import split_at_cores
+
+    mask = np.zeros((40, 120), bool)
+    mask[5:35, 5:35] = mask[5:35, 45:75] = mask[15:25, 35:45] = True  # two houses joined by a yard
+    mask[5:35, 78:115] = True  # a long shed 3 px from the second house, with one core at its far end
+    cores = np.zeros_like(mask)
+    cores[15:25, 15:25] = cores[15:25, 55:65] = True
+    cores[15:25, 105:112] = True
+    split = split_at_cores(mask, cores)
+    assert np.array_equal(split[:, 78:], mask[:, 78:])  # the house's core is nearer its near end: no matter
+    assert cv2.connectedComponents(split.astype(np.uint8), connectivity=8)[0] - 1 == 3
