@@ -155,8 +155,7 @@ def run_pipeline(
     root.mkdir(parents=True, exist_ok=True)
     final = root / FINAL_NAME
     with _Cluster(client, scheduler, n_workers) as cluster:
-        if not (root / "vectorise" / "done.json").exists():
-            _warm_up_workers(cluster.client, detector)
+        warming = [] if (root / "vectorise" / "done.json").exists() else _warm_up_workers(cluster.client, detector)
         ingest = _Stage(root, "ingest", {"pair": pair_id})
         if not ingest.done:
             ingest.start()
@@ -209,6 +208,8 @@ def run_pipeline(
             vectorise.finish()
         else:
             report("vectorise", 1, 1)
+        for future in warming:
+            future.release()
 
     match = _Stage(root, "match", {"upstream": vectorise.key, "buildings": _fingerprint(buildings),
                                    "covered_fraction": covered_fraction, "join_m": cand.CHANGE_JOIN_M})
@@ -345,13 +346,12 @@ def _estimate_shift(client, pair: SurveyPair, report: Progress) -> dict:
     return {"dx": dx, "dy": dy, "samples": [list(s) for s in shifts]}
 
 
-def _warm_up_workers(client, detector: str) -> None:
+def _warm_up_workers(client, detector: str) -> list:
     """Have every worker import its libraries and load the detector while this process ingests and checks
-    the surveys: a fresh worker's first task otherwise pays for that (a third of a small pair's run)."""
-    from distributed import fire_and_forget
-
-    for address in client.scheduler_info()["workers"]:
-        fire_and_forget(client.submit(_warm_up, detector, workers=[address], allow_other_workers=False, pure=False))
+    the surveys: a fresh worker's first task otherwise pays for that (a third of a small pair's run).
+    Returns the tasks' futures, to be released once the workers' real tasks are done."""
+    return [client.submit(_warm_up, detector, workers=[address], allow_other_workers=False, pure=False)
+            for address in client.scheduler_info()["workers"]]
 
 
 def _warm_up(detector: str) -> None:
