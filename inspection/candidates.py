@@ -57,6 +57,9 @@ WHITE_MIN_VALUE = 200  # 0.78
 # Share of a region's pixels that must look like sheet: half, so that a shed with a shadow on it, or a
 # region whose outline spills onto the ground around it, still counts.
 STEEL_FRACTION = 0.5
+# Width of a region's rim left out when judging its material (see colour_steel_flag): about how far a
+# detector's outline spills past a roof's edge.
+STEEL_EDGE_M = 0.5
 # Pieces of one building cut at vector-tile edges share an edge up to the tiles' coordinate quantisation.
 BUILDING_JOIN_M = 0.05
 # Candidates on one registered building closer than this are one change to it: the learned detector can cut
@@ -330,7 +333,7 @@ def candidate_ids(pair_id: str, geometry) -> np.ndarray:
     )
 
 
-def colour_steel_flag(after_rgb_patch: np.ndarray, region_mask: np.ndarray) -> bool:
+def colour_steel_flag(after_rgb_patch: np.ndarray, region_mask: np.ndarray, *, edge_px: int = 0) -> bool:
     """Whether a region's after-survey pixels look like blue or white colour-steel sheet roofing.
 
     A pixel is *blue sheet* when its hue is 190-250 degrees with saturation at least 0.35 and value at
@@ -342,10 +345,18 @@ def colour_steel_flag(after_rgb_patch: np.ndarray, region_mask: np.ndarray) -> b
     ----------
     after_rgb_patch : ndarray of uint8, H x W x 3 (RGB)
     region_mask : ndarray of bool, H x W
+    edge_px : int
+        Pixels this close to the region's border are not judged (unless nothing else is left): a
+        detector's outline spills onto the ground and shadow around a roof, and on a small shed that
+        ring can outweigh the roof.
     """
     region = np.asarray(region_mask, dtype=bool)
     if region.shape != after_rgb_patch.shape[:2]:
         raise InspectionError(f"region mask {region.shape} and patch {after_rgb_patch.shape[:2]} differ in size")
+    if edge_px > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * edge_px + 1, 2 * edge_px + 1))
+        inner = cv2.erode(region.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+        region = inner if inner.any() else region
     total = int(region.sum())
     if total == 0:
         return False

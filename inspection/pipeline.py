@@ -199,7 +199,8 @@ def run_pipeline(
             report("detect", 1, 1)
 
         vectorise = _Stage(root, "vectorise", {"upstream": detect.key, "min_area_m2": min_area_m2,
-                                               "pad": CHIP_PAD, "size": CHIP_SIZE, "chips": "jpeg"})
+                                               "pad": CHIP_PAD, "size": CHIP_SIZE, "chips": "jpeg",
+                                               "steel_edge_m": cand.STEEL_EDGE_M})
         if not vectorise.done:
             vectorise.start()
             found = _vectorise(cluster.client, pair, pair_id, detect.dir, vectorise.dir, root, shift,
@@ -497,6 +498,7 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
     """
     cv2.setNumThreads(1)
     height, width = pair.shape
+    edge_px = round(cand.STEEL_EDGE_M / cand.pixel_size_m(pair.transform, pair.crs))
     # Room for the shift's resampling so the chip's edge pixels are real, not replicated.
     margin = CHIP_PAD + int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2
 
@@ -523,7 +525,7 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
         region = rasterio.features.rasterize(
             [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
         ).astype(bool)
-        flags[candidate_id] = cand.colour_steel_flag(after, region)
+        flags[candidate_id] = cand.colour_steel_flag(after, region, edge_px=edge_px)
         before_jpeg, after_jpeg = cand.chips(
             before, after, (col0 - c0, row0 - r0, col1 - c0, row1 - r0), pad=CHIP_PAD, size=CHIP_SIZE
         )

@@ -773,7 +773,7 @@ def run_folds(args, scheme: str) -> None:
 
 #: Thresholds tried on the held-out maps (change, core); the pair with the best pooled F1 + object recall
 #: goes into the shipped model's metadata.
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
+THRESHOLDS = (0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
 CORE_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
@@ -844,7 +844,7 @@ def main(argv=None) -> None:
     parser.add_argument("--merge-only", choices=("kfold", "loso"), help="only merge fold results from --folds-dir into --out")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once under --kfold/--loso")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2500)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--synthetic", type=int, default=12, help="synthetic demo-street scenes")
     parser.add_argument("--seed", type=int, default=2026)

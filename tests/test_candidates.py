@@ -244,3 +244,15 @@ def test_empty_mask_gives_empty_table():
     assert len(found) == 0 and found.crs.to_string() == "EPSG:4326"
     assert {"id", "area_m2", "confidence"} <= set(found.columns)
     assert shapely.is_empty(found.geometry.to_numpy()).all()
+
+
+def test_colour_steel_flag_leaves_out_the_rim_an_outline_spills_onto():
+    patch = np.full((40, 40, 3), (150, 140, 120), dtype=np.uint8)  # bare ground
+    patch[12:28, 16:24] = (236, 236, 232)  # a white sheet roof, 16 x 8 px
+    region = np.zeros((40, 40), dtype=bool)
+    region[9:31, 13:27] = True  # the detector's outline, 3 px wider all round: 128 of 308 px are roof
+    assert not colour_steel_flag(patch, region)
+    assert colour_steel_flag(patch, region, edge_px=3)
+    tiny = np.zeros((40, 40), dtype=bool)
+    tiny[19:21, 19:21] = True  # nothing is left after the erosion: the whole region is judged
+    assert colour_steel_flag(patch, tiny, edge_px=3)
