@@ -544,11 +544,12 @@ def join_building_changes(candidates: gpd.GeoDataFrame, *, gap_m: float = CHANGE
     left, right = STRtree(metric).query(metric, predicate="dwithin", distance=gap_m)
     same = (left < right) & (codes[left] == codes[right])
     groups = _components(len(registered), left[same], right[same])
-    if len(np.unique(groups)) == len(registered):
+    labels = np.unique(groups)
+    if len(labels) == len(registered):
         return candidates
     out = candidates.copy()
     drop = []
-    for group in np.unique(groups):
+    for group in labels:
         members = np.flatnonzero(groups == group)
         if len(members) < 2:
             continue
@@ -559,7 +560,7 @@ def join_building_changes(candidates: gpd.GeoDataFrame, *, gap_m: float = CHANGE
         joined = joined.buffer(-gap_m / 2, join_style="mitre")
         weights = area / area.sum()
         index = out.index[keep]
-        out.loc[index, "geometry"] = shapely.normalize(transform_geometries(np.array([joined]), crs, STORAGE_CRS))[0]
+        out.loc[index, "geometry"] = shapely.normalize(_to_storage(np.array([joined]), crs))[0]
         out.loc[index, "area_m2"] = area.sum()
         out.loc[index, "building_share"] = out["building_share"].to_numpy()[rows].sum()
         for column in ("confidence", "covered"):

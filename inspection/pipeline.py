@@ -467,6 +467,7 @@ def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: P
             (shift["dx"], shift["dy"]),
             str(chip_dir),
             shared_read_px=int(CHIP_SHARED_READ_TILES * tile_size**2),
+            steel_edge_px=_steel_edge_px(pair),
             pure=False,
         )
         for batch in batches
@@ -489,8 +490,13 @@ def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
     return np.split(order, np.flatnonzero(np.diff(cell[order])) + 1) if len(order) else []
 
 
+def _steel_edge_px(pair: SurveyPair) -> int:
+    """:data:`inspection.candidates.STEEL_EDGE_M` in pixels of the pair's grid."""
+    return round(cand.STEEL_EDGE_M / cand.pixel_size_m(pair.transform, pair.crs))
+
+
 def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], directory: str, *,
-               shared_read_px: int) -> dict[str, bool]:
+               shared_read_px: int, steel_edge_px: int) -> dict[str, bool]:
     """Chips and colour-steel flag of a batch of candidates.
 
     The batch's candidates lie in one tile, so their common neighbourhood is read once when it is at most
@@ -498,7 +504,6 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
     """
     cv2.setNumThreads(1)
     height, width = pair.shape
-    edge_px = round(cand.STEEL_EDGE_M / cand.pixel_size_m(pair.transform, pair.crs))
     # Room for the shift's resampling so the chip's edge pixels are real, not replicated.
     margin = CHIP_PAD + int(np.ceil(max(abs(shift[0]), abs(shift[1])))) + 2
 
@@ -525,7 +530,7 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
         region = rasterio.features.rasterize(
             [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
         ).astype(bool)
-        flags[candidate_id] = cand.colour_steel_flag(after, region, edge_px=edge_px)
+        flags[candidate_id] = cand.colour_steel_flag(after, region, edge_px=steel_edge_px)
         before_jpeg, after_jpeg = cand.chips(
             before, after, (col0 - c0, row0 - r0, col1 - c0, row1 - r0), pad=CHIP_PAD, size=CHIP_SIZE
         )

@@ -153,11 +153,13 @@ def test_chips_read_once_per_tile_equal_chips_read_one_by_one(run, tmp_path, mon
     shared.mkdir(), single.mkdir()
     read, windows = pipeline.SurveyPair.read, []
     monkeypatch.setattr(pipeline.SurveyPair, "read", lambda self, window: windows.append(window) or read(self, window))
+    edge = pipeline._steel_edge_px(pair)
     flags_shared = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(shared),
-                                       shared_read_px=pipeline.CHIP_SHARED_READ_TILES * 512**2)
+                                       shared_read_px=pipeline.CHIP_SHARED_READ_TILES * 512**2, steel_edge_px=edge)
     assert len(windows) == 1
     monkeypatch.setattr(pipeline.SurveyPair, "read", _no_wide_reads(read))
-    flags_single = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(single), shared_read_px=0)
+    flags_single = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(single), shared_read_px=0,
+                                       steel_edge_px=edge)
     assert flags_shared == flags_single
     for path in shared.iterdir():
         assert path.read_bytes() == (single / path.name).read_bytes()
