@@ -8,7 +8,7 @@ Stages, in order, each writing under ``workdir/<pair-id>/<stage>/`` (ODM-style):
     The common pixel grid of the pair (:class:`inspection.ortho.SurveyPair`); fails early on surveys that
     do not overlap or cannot be read.
 ``align``
-    One global shift of the after survey: the median of :func:`inspection.change.coregister` on a few
+    One global shift of the after survey: the median of :func:`inspection.change.estimate_shift` on a few
     tiles spread over the grid (read at full resolution, as Dask tasks). Drone mosaics of one area are
     off by a near-constant sub-metre to metre translation, which sampled tiles estimate as well as the
     whole image.
@@ -60,7 +60,7 @@ from rasterio.windows import Window
 from gridmap.crs import transform_geometries
 from gridmap.files import atomic_path
 from inspection import candidates as cand
-from inspection.change import coregister, get_detector
+from inspection.change import estimate_shift, get_detector, shift_image
 from inspection.errors import InspectionError, RasterError
 from inspection.ortho import SurveyPair, core_window, read_ortho_info, stac_item, tile_windows
 
@@ -368,7 +368,7 @@ def _warm_up(detector: str) -> None:
 def _shift_task(pair: SurveyPair, col: int, row: int, width: int, height: int) -> tuple[float, float]:
     cv2.setNumThreads(1)
     before, after, _ = pair.read(Window(col, row, width, height))
-    _, (dx, dy) = coregister(before, after)
+    dx, dy = estimate_shift(before, after)
     return float(dx), float(dy)
 
 
@@ -526,7 +526,7 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
     for (candidate_id, (col0, row0, col1, row1), wkb), (c0, r0, c1, r1) in zip(items, boxes, strict=True):
         before, after = read(c0, r0, c1, r1)
         after = _shifted(after, shift)
-        window_transform = pair.transform * Affine.translation(c0, r0)
+        window_transform = pair.transform @ Affine.translation(c0, r0)
         region = rasterio.features.rasterize(
             [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
         ).astype(bool)
@@ -543,13 +543,9 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
 
 
 def _shifted(after: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
-    """``after`` moved back by the global shift (see :func:`inspection.change.coregister`)."""
+    """``after`` moved back by the global shift (see :func:`inspection.change.estimate_shift`)."""
     dx, dy = shift
-    if dx == 0 and dy == 0:
-        return after
-    matrix = np.float32([[1, 0, -dx], [0, 1, -dy]])
-    return cv2.warpAffine(after, matrix, (after.shape[1], after.shape[0]), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return shift_image(after, -dx, -dy)
 
 
 def _gather(futures: list, stage: str, report: Progress, *, start: int = 0, total: int | None = None) -> list:

@@ -625,14 +625,13 @@ def score_units(model_path: Path, units) -> tuple[dict, dict]:
 
 def save_maps(model_path: Path, units, target: Path) -> None:
     """The held-out units' change and core maps (working scale) with their labels, for choosing thresholds."""
-    from inspection.change import coregister
+    from inspection.change import estimate_shift
     from inspection.learned import LearnedChangeDetector
 
     detector = LearnedChangeDetector(model_path=str(model_path))
     arrays = {}
     for i, (set_name, name, before, after, label) in enumerate(units):
-        aligned, _ = coregister(before, after)
-        prob, core = detector.maps(before, aligned)
+        prob, core = detector.maps(before, after, estimate_shift(before, after))
         arrays[f"{i}:prob"], arrays[f"{i}:core"], arrays[f"{i}:label"] = prob, core, label
         arrays[f"{i}:set"] = np.array(set_name)
     np.savez_compressed(target, **arrays)
