@@ -39,8 +39,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from inspection.change import (NEGLIGIBLE_SHIFT_PX, ChangeResult, _fill_holes, check_pair, estimate_shift, register,
-                               shift_image)
+from inspection.change import (
+    NEGLIGIBLE_SHIFT_PX,
+    ChangeResult,
+    _fill_holes,
+    check_pair,
+    estimate_shift,
+    register,
+    shift_image,
+)
 from inspection.errors import DetectorError
 
 __all__ = ["MODEL_FORMAT", "MODEL_PATH", "LearnedChangeDetector", "encode_pair", "load_model_info", "pair_statistics",

@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyproj
 import rasterio
@@ -393,7 +394,7 @@ class SurveyPair:
             ) as vrt:
                 rgb = vrt.read(indexes=[1, 2, 3], window=window)
                 valid = vrt.dataset_mask(window=window) > 0
-        return np.ascontiguousarray(np.moveaxis(rgb, 0, -1)), valid
+        return _interleaved(rgb), valid
 
     @property
     def unwarped(self) -> bool:
@@ -437,15 +438,13 @@ def _read_on_grid(
     has pixels: asking GDAL for its all-valid mask costs more than decoding the pixels.
     """
     out_h, out_w = int(window.height), int(window.width)
-    rgb = np.zeros((out_h, out_w, 3), np.uint8)
-    valid = np.zeros((out_h, out_w), bool)
     # the window in grid pixels, clipped to the grid pixels the file covers entirely
     c0 = max(int(window.col_off), math.ceil(-col / factor))
     r0 = max(int(window.row_off), math.ceil(-row / factor))
     c1 = min(int(window.col_off) + out_w, (src.width - col) // factor)
     r1 = min(int(window.row_off) + out_h, (src.height - row) // factor)
     if c1 <= c0 or r1 <= r0:
-        return rgb, valid
+        return np.zeros((out_h, out_w, 3), np.uint8), np.zeros((out_h, out_w), bool)
     source = Window(col + c0 * factor, row + r0 * factor, (c1 - c0) * factor, (r1 - r0) * factor)
     shape = (r1 - r0, c1 - c0)
     resampling = Resampling.average if factor > 1 else Resampling.nearest
@@ -453,11 +452,24 @@ def _read_on_grid(
     if has_mask:
         mask = src.dataset_mask(window=source, out_shape=shape, resampling=Resampling.nearest) > 0
     else:
-        mask = True
+        mask = np.ones(shape, bool)
+    if shape == (out_h, out_w):
+        return _interleaved(data), mask
+    rgb = np.zeros((out_h, out_w, 3), np.uint8)
+    valid = np.zeros((out_h, out_w), bool)
     top, left = r0 - int(window.row_off), c0 - int(window.col_off)
-    rgb[top : top + shape[0], left : left + shape[1]] = np.moveaxis(data, 0, -1)
+    rgb[top : top + shape[0], left : left + shape[1]] = _interleaved(data)
     valid[top : top + shape[0], left : left + shape[1]] = mask
     return rgb, valid
+
+
+def _interleaved(bands: np.ndarray) -> np.ndarray:
+    """Band-sequential (3, H, W) uint8, as rasterio reads, to pixel-interleaved (H, W, 3), as OpenCV works.
+
+    ``cv2.merge`` does it tens of times faster than numpy's transposing copy, which cost a tile's read a
+    third of its time.
+    """
+    return cv2.merge([np.ascontiguousarray(band) for band in bands])
 
 
 def write_ortho(
