@@ -155,13 +155,17 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _read_label(path: Path) -> np.ndarray:
+    """A label image as a boolean mask: changed where the value is above half the label's own maximum.
+
+    So 0/255, 0/1 and 0/65535 labels all read alike, and so do JPEG-saved labels, whose compression leaves
+    faint non-zero values around every region. A label saved as RGB(A) counts its brightest colour channel.
+    """
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{path}: not a readable image")
     if image.ndim == 3:
-        # A label saved as RGB(A): changed wherever any colour channel is set.
         image = image[..., :3].max(axis=2)
-    return image != 0
+    return image > image.max() / 2
 
 
 def _image_names(folder: Path) -> list[str]:
@@ -178,13 +182,14 @@ def _image_names(folder: Path) -> list[str]:
 def discover_pairs(root: str | Path) -> dict[str, list[tuple[Path, Path, Path]]]:
     """Find the labelled pairs under ``root``: ``{set name: [(A path, B path, label path), ...]}``.
 
-    ``root`` may itself be one set (holding ``A``, ``B``, ``label``) or a folder of sets.
+    ``root`` may itself be one set (holding ``A``, ``B``, ``label``) or a folder of sets. Files pair up by
+    name without extension (``A/12.jpg``, ``B/12.jpg``, ``label/12.png``).
 
     Raises
     ------
     InspectionError
-        No set found, a set missing one of its folders, file names that differ between ``A``, ``B`` and
-        ``label``, or a non-image file.
+        No set found, a set missing one of its folders, names that differ between ``A``, ``B`` and
+        ``label``, two images of one name in a folder, or a non-image file.
     """
     root = Path(root)
     if not root.is_dir():
@@ -197,15 +202,28 @@ def discover_pairs(root: str | Path) -> dict[str, list[tuple[Path, Path, Path]]]
         for sub in ("B", "label"):
             if not (folder / sub).is_dir():
                 raise InspectionError(f"{folder}: has A/ but no {sub}/")
-        names = {sub: _image_names(folder / sub) for sub in ("A", "B", "label")}
-        if not names["A"]:
+        by_stem = {sub: _images_by_stem(folder / sub) for sub in ("A", "B", "label")}
+        if not by_stem["A"]:
             raise InspectionError(f"{folder / 'A'}: no images")
         for sub in ("B", "label"):
-            if names[sub] != names["A"]:
-                missing = sorted(set(names["A"]) ^ set(names[sub]))
+            if by_stem[sub].keys() != by_stem["A"].keys():
+                missing = sorted(by_stem["A"].keys() ^ by_stem[sub].keys())
                 raise InspectionError(f"{folder}: A/ and {sub}/ hold different file names (e.g. {missing[0]})")
-        sets[folder.name] = [(folder / "A" / n, folder / "B" / n, folder / "label" / n) for n in names["A"]]
+        sets[folder.name] = [tuple(folder / sub / by_stem[sub][stem] for sub in ("A", "B", "label"))
+                             for stem in sorted(by_stem["A"])]
     return sets
+
+
+def _images_by_stem(folder: Path) -> dict[str, str]:
+    """``{stem: file name}`` of a folder's images: pairs match by name without extension, as datasets often
+    keep JPEG photos beside PNG labels (``A/12.jpg``, ``label/12.png``)."""
+    found: dict[str, str] = {}
+    for name in _image_names(folder):
+        stem = Path(name).stem
+        if stem in found:
+            raise InspectionError(f"{folder}: {found[stem]} and {name} have the same name; which one is the pair's?")
+        found[stem] = name
+    return found
 
 
 def evaluate_folder(root: str | Path, detectors: Sequence[str] = ("baseline", "default")):

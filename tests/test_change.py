@@ -21,7 +21,7 @@ from inspection.change import (
     write_change_mask,
 )
 from inspection.errors import DetectorError, InspectionError
-from inspection.evaluate import evaluate_folder, format_report, metrics, score_pair
+from inspection.evaluate import _read_label, discover_pairs, evaluate_folder, format_report, metrics, score_pair
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +241,37 @@ def test_bad_folders(tmp_path):
         evaluate_folder(tmp_path)
     with pytest.raises(DetectorError, match="unknown detector"):
         evaluate_folder(tmp_path, detectors=("nope",))
+    (pair / "A" / "notes.txt").unlink()
+    cv2.imwrite(str(pair / "label" / "x.jpg"), image)
+    with pytest.raises(InspectionError, match="x.jpg and x.png have the same name"):
+        evaluate_folder(tmp_path)
+
+
+def test_pairs_match_without_extension_and_labels_of_any_scale(tmp_path):
+    """A dataset's JPEG photos pair with its PNG labels; 0/1, 0/255 and JPEG-noisy labels read alike."""
+    before = np.full((32, 32, 3), 90, np.uint8)
+    after = before.copy()
+    after[8:24, 8:24] = (230, 40, 40)  # a red roof, 16 x 16 px
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:24, 8:24] = 1
+    labels = {"one": truth, "byte": truth * 255}
+    for name, label in labels.items():
+        for sub, image in (("A", before), ("B", after)):
+            (tmp_path / "s" / sub).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "s" / sub / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (tmp_path / "s" / "label").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "s" / "label" / f"{name}.png"), label)
+    cv2.imwrite(str(tmp_path / "s" / "A" / "noisy.jpg"), before)
+    cv2.imwrite(str(tmp_path / "s" / "B" / "noisy.jpg"), after)
+    cv2.imwrite(str(tmp_path / "s" / "label" / "noisy.jpg"), truth * 255, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    pairs = discover_pairs(tmp_path)["s"]
+    assert [tuple(p.name for p in pair) for pair in pairs] == [
+        ("byte.jpg", "byte.jpg", "byte.png"), ("noisy.jpg", "noisy.jpg", "noisy.jpg"), ("one.jpg", "one.jpg", "one.png"),
+    ]
+    for _, _, label_path in pairs:
+        assert np.array_equal(_read_label(label_path), truth > 0), label_path.name
+    pooled = evaluate_folder(tmp_path, detectors=("baseline",)).set_index("set").loc["pooled"]
+    assert pooled["pairs"] == 3 and pooled["tp"] + pooled["fn"] == 3 * 16 * 16
 
 
 # -- real pairs ------------------------------------------------------------------------------------------
