@@ -361,8 +361,9 @@ def change_eval_command(root, detectors, output):
     """Score detectors on ROOT laid out as SET/A, SET/B, SET/label: per set and pooled.
 
     Files pair by name without extension (A/12.jpg with label/12.png); a label pixel is changed above half
-    the label's maximum (0/255 and 0/1 labels alike). Pixel precision, recall, F1 and IoU of the changed class; object precision and recall, where a region
-    counts as found when a predicted region overlaps it with IoU >= 0.3.
+    the label's maximum (0/255 and 0/1 labels alike). Pixel precision, recall, F1 and IoU of the changed
+    class; object precision and recall, where a region counts as found when a predicted region overlaps it
+    with IoU >= 0.3.
     """
     from inspection.change import get_detector
     from inspection.errors import DetectorError

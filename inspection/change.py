@@ -194,18 +194,19 @@ def estimate_shift(before: np.ndarray, after: np.ndarray, *, max_shift_px: float
     return float(dx), float(dy)
 
 
+#: Below this, a shift moves no pixel perceptibly (bilinear weights within 1 %), so the image is not resampled.
+NEGLIGIBLE_SHIFT_PX = 0.01
+
+
 def shift_image(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    """``image`` moved by ``(dx, dy)`` pixels (bilinear, borders replicated so no black frame is "new")."""
-    if dx == 0 and dy == 0:
+    """``image`` moved by ``(dx, dy)`` pixels (bilinear, borders replicated so no black frame is "new"); ``image``
+    itself when the move is below :data:`NEGLIGIBLE_SHIFT_PX` both ways, where resampling would only blur."""
+    if abs(dx) < NEGLIGIBLE_SHIFT_PX and abs(dy) < NEGLIGIBLE_SHIFT_PX:
         return image
     matrix = np.float32([[1, 0, dx], [0, 1, dy]])
     return cv2.warpAffine(
         image, matrix, (image.shape[1], image.shape[0]), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-
-
-#: Below this, a shift moves no pixel perceptibly (bilinear weights within 1 %), so the image is not resampled.
-NEGLIGIBLE_SHIFT_PX = 0.01
 
 
 def coregister(
@@ -229,8 +230,6 @@ def coregister(
         ``(0.0, 0.0)`` when the images have too little common texture to tell.
     """
     dx, dy = estimate_shift(before, after, max_shift_px=max_shift_px)
-    if abs(dx) < NEGLIGIBLE_SHIFT_PX and abs(dy) < NEGLIGIBLE_SHIFT_PX:
-        return after, (dx, dy)  # already aligned: resampling would only blur, and costs more than detection's parts
     return shift_image(after, -dx, -dy), (dx, dy)
 
 

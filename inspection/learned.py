@@ -40,7 +40,6 @@ import cv2
 import numpy as np
 
 from inspection.change import (
-    NEGLIGIBLE_SHIFT_PX,
     ChangeResult,
     _fill_holes,
     check_pair,
@@ -260,9 +259,7 @@ class LearnedChangeDetector:
         net, info = self._model()
         step, multiple = int(info["step"]), int(info["multiple"])
         lab_b, lab_a = _working_lab(before, step), _working_lab(after, step)
-        dx, dy = shift
-        if abs(dx) >= NEGLIGIBLE_SHIFT_PX * step or abs(dy) >= NEGLIGIBLE_SHIFT_PX * step:
-            lab_a = shift_image(lab_a, -dx / step, -dy / step)
+        lab_a = shift_image(lab_a, -shift[0] / step, -shift[1] / step)
         scale_b, offset_b, scale_a, offset_a = _affine(lab_statistics(lab_b, lab_a))
         hs, ws = lab_b.shape[:2]
         planes = [(plane, scale[c], offset[c])
