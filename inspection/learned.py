@@ -32,7 +32,7 @@ Steps of :meth:`LearnedChangeDetector.detect`:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -188,6 +188,11 @@ def _load(path: str, threads: int) -> tuple[_Network, dict]:
     return _Network(model, threads), load_model_info(model)
 
 
+@lru_cache(maxsize=8)
+def _metadata(path: str) -> dict:
+    return load_model_info(path)
+
+
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     """Logistic function of float32 ``logits``, in a new array (clipped so that exp cannot overflow)."""
     out = np.clip(logits, -30.0, 30.0)
@@ -227,6 +232,9 @@ class LearnedChangeDetector:
         Largest offset :func:`inspection.change.estimate_shift` believes.
     name : str
         Registry name.
+    step : int or None
+        How many input pixels make one working pixel a side; ``None`` for the model's own (its scale: 2).
+        1 only for input that is already at the model's scale (see :meth:`for_reduced_input`).
     """
 
     model_path: str | None = None
@@ -239,15 +247,33 @@ class LearnedChangeDetector:
     register_images: bool = True
     max_shift_px: float = 20.0
     name: str = "learned"
+    step: int | None = None
+
+    @property
+    def _path(self) -> str:
+        return str(Path(self.model_path) if self.model_path else MODEL_PATH)
 
     def _model(self) -> tuple[_Network, dict]:
         # As many threads as OpenCV is allowed (the pipeline's tasks and the benchmarks set one).
-        return _load(str(Path(self.model_path) if self.model_path else MODEL_PATH), cv2.getNumThreads())
+        return _load(self._path, cv2.getNumThreads())
 
     @property
     def info(self) -> dict:
         """The model's metadata (normalisation, scale, threshold, training data, scores)."""
         return self._model()[1]
+
+    @property
+    def input_step(self) -> int:
+        """Input pixels per working pixel a side: the reduction :meth:`maps` applies before the network."""
+        # from the metadata alone: a pipeline's main process asks, and has no use for the network
+        return int(self.step if self.step is not None else _metadata(self._path)["step"])
+
+    def for_reduced_input(self) -> LearnedChangeDetector:
+        """This detector for images already reduced by :attr:`input_step` (a pipeline reading a survey's
+        overview at the network's scale rather than decoding pixels only to average them away): no
+        reduction, and ``min_area`` in those coarser pixels."""
+        step = self.input_step
+        return replace(self, step=1, min_area=max(1, round(self.min_area / step**2)))
 
     def maps(self, before: np.ndarray, after: np.ndarray,
              shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +283,7 @@ class LearnedChangeDetector:
         it is undone at the working scale, where resampling costs a quarter of what it does on the input.
         """
         net, info = self._model()
-        step, multiple = int(info["step"]), int(info["multiple"])
+        step, multiple = self.input_step, int(info["multiple"])
         lab_b, lab_a = _working_lab(before, step), _working_lab(after, step)
         lab_a = shift_image(lab_a, -shift[0] / step, -shift[1] / step)
         scale_b, offset_b, scale_a, offset_a = _affine(lab_statistics(lab_b, lab_a))
@@ -301,7 +327,7 @@ class LearnedChangeDetector:
         """Steps 4 to 6 of :meth:`detect`: the mask and score of an image of ``shape`` from its maps."""
         _, info = self._model()
         h, w = shape
-        step = int(info["step"])
+        step = self.input_step
         threshold = float(self.threshold if self.threshold is not None else info["threshold"])
         core_threshold = float(self.core_threshold if self.core_threshold is not None else info["core_threshold"])
         mask = (prob > threshold).astype(np.uint8)

@@ -6,10 +6,13 @@ Stages, in order, each writing under ``workdir/<pair-id>/<stage>/`` (ODM-style):
     :func:`inspection.ortho.read_ortho_info` of both surveys, kept as STAC Items.
 ``check``
     The common pixel grid of the pair (:class:`inspection.ortho.SurveyPair`); fails early on surveys that
-    do not overlap or cannot be read.
+    do not overlap or cannot be read. A detector that reduces its input before looking at it (the learned
+    one halves it) is given the grid already reduced, read from the surveys' overviews: decoding pixels
+    only to average them away was most of a fine mosaic's cost. Chips are cut from the grid at the
+    working resolution, so a grid worker sees the detail the detector did not need.
 ``align``
     One global shift of the after survey: the median of :func:`inspection.change.estimate_shift` on a few
-    tiles spread over the grid (read at full resolution, as Dask tasks). Drone mosaics of one area are
+    tiles spread over the detection grid (as Dask tasks). Drone mosaics of one area are
     off by a near-constant sub-metre to metre translation, which sampled tiles estimate as well as the
     whole image.
 ``detect``
@@ -121,7 +124,7 @@ def run_pipeline(
     detector : str
         Name for :func:`inspection.change.get_detector`.
     tile_size, overlap : int
-        Tile core side and the context added around it, in pixels.
+        Tile core side and the context added around it, in pixels of the detection grid.
     min_area_m2, min_width_m : float
         Candidates smaller, and mask parts thinner, are dropped (:func:`inspection.candidates.vectorise`).
     covered_fraction : float
@@ -136,6 +139,9 @@ def run_pipeline(
         Ground resolution detection works at; rounded down to a whole multiple of the surveys' pixel, or to
         an overview factor both share within 3/4 of it (default 0.3 m: a 0.15 m mosaic is read from its 2x
         overview, a 3 cm one from its 8x at 0.24 m, a 0.2 m one at its own pixels; see :func:`_working_pair`).
+        Chips are cut at this resolution; a detector that reduces its input further (``input_step``) reads
+        the surveys reduced by that much more, so the learned one reads 0.15 m mosaics from their 4x
+        overview.
     progress : callable, optional
         ``progress(stage, done, total)``, called as work completes (a skipped stage reports done at once).
 
@@ -143,7 +149,8 @@ def run_pipeline(
     -------
     GeoDataFrame
         The candidates in EPSG:4326, one row each, sorted by id: ``id``, ``pair_id``, ``area_m2``,
-        ``width_m``, ``compactness``, ``confidence``, pixel box ``col0 row0 col1 row1``, ``colour_steel``,
+        ``width_m``, ``compactness``, ``confidence``, pixel box ``col0 row0 col1 row1`` (of the detection
+        grid, ``check/grid.json``), ``colour_steel``,
         ``chip_before``/``chip_after`` (paths relative to ``workdir/<pair-id>``), ``match``,
         ``building_code``, ``covered``, ``building_share``, ``street``, ``community``, ``grid``,
         ``courtyard``, ``worker``. ``attrs["path"]`` is the final file.
@@ -154,6 +161,7 @@ def run_pipeline(
     root = Path(workdir) / pair_id
     root.mkdir(parents=True, exist_ok=True)
     final = root / FINAL_NAME
+    step = _input_step(detector)
     with _Cluster(client, scheduler, n_workers) as cluster:
         warming = [] if (root / "vectorise" / "done.json").exists() else _warm_up_workers(cluster.client, detector)
         ingest = _Stage(root, "ingest", {"pair": pair_id})
@@ -166,12 +174,15 @@ def run_pipeline(
             ingest.finish()
         report("ingest", 1, 1)
 
-        pair = _working_pair(before, after, working_resolution_m)
-        check = _Stage(root, "check", {"upstream": ingest.key, "resolution": pair.resolution})
+        pair = _working_pair(before, after, working_resolution_m, step=step)
+        chip_pair = _working_pair(before, after, working_resolution_m) if step > 1 else pair
+        check = _Stage(root, "check", {"upstream": ingest.key, "resolution": pair.resolution,
+                                       "chip_resolution": chip_pair.resolution})
         if not check.done:
             check.start()
             _write_json(check.dir / "grid.json", {"crs": pair.crs, "transform": list(pair.transform)[:6],
-                                                  "shape": list(pair.shape), "resolution": pair.resolution})
+                                                  "shape": list(pair.shape), "resolution": pair.resolution,
+                                                  "chip_resolution": chip_pair.resolution})
             check.finish()
         report("check", 1, 1)
 
@@ -190,7 +201,6 @@ def run_pipeline(
         detect = _Stage(root, "detect", {"upstream": align.key, "detector": detector, "tile_size": tile_size,
                                          "overlap": overlap, "open_px": open_px, "min_pixels": min_pixels})
         if not detect.done:
-            get_detector(detector)  # an unknown name fails here, not in every task
             detect.start()
             _detect_tiles(cluster.client, pair, detect.dir, shift, detector, tile_size, overlap, open_px,
                           min_pixels, report)
@@ -203,7 +213,7 @@ def run_pipeline(
                                                "steel_edge_m": cand.STEEL_EDGE_M})
         if not vectorise.done:
             vectorise.start()
-            found = _vectorise(cluster.client, pair, pair_id, detect.dir, vectorise.dir, root, shift,
+            found = _vectorise(cluster.client, pair, chip_pair, pair_id, detect.dir, vectorise.dir, root, shift,
                                min_area_m2, tile_size, report)
             _write_frame(found, vectorise.dir / "candidates.geojson")
             vectorise.finish()
@@ -403,7 +413,10 @@ def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[floa
     core_col, core_row, core_width, core_height = core
     before, after, valid = pair.read(Window(*window))
     after = _shifted(after, shift)
-    result = get_detector(detector).detect(before, after)
+    found = get_detector(detector)
+    if _input_step(detector) > 1:
+        found = found.for_reduced_input()  # the grid is already reduced: see _working_pair
+    result = found.detect(before, after)
     mask = result.mask & valid
     r0, c0 = core_row - row, core_col - col
     grid_height, grid_width = pair.shape
@@ -446,7 +459,7 @@ def _load_pieces(directory: Path) -> cand.Pieces:
 # --- vectorise ------------------------------------------------------------------------------------------
 
 
-def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: Path, shift: dict,
+def _vectorise(client, pair, chip_pair, pair_id: str, tiles: Path, directory: Path, root: Path, shift: dict,
                min_area_m2: float, tile_size: int, report: Progress) -> gpd.GeoDataFrame:
     pieces = cand.merge_pieces(_load_pieces(tiles))
     found = cand.measure(pieces, pair.transform, pair.crs, min_area_m2=min_area_m2, pair_id=pair_id)
@@ -455,19 +468,16 @@ def _vectorise(client, pair, pair_id: str, tiles: Path, directory: Path, root: P
     chip_dir.mkdir(exist_ok=True)
     outlines = transform_geometries(found.geometry.to_numpy(), found.crs, pair.crs)
     batches = _chip_batches(found, tile_size)
+    ratio = pair.resolution / chip_pair.resolution  # chip-grid pixels per detection-grid pixel
     futures = [
         client.submit(
             _chip_task,
-            pair,
-            [
-                (found.at[i, "id"], tuple(int(found.at[i, c]) for c in ("col0", "row0", "col1", "row1")),
-                 shapely.to_wkb(outlines[i]))
-                for i in batch
-            ],
-            (shift["dx"], shift["dy"]),
+            chip_pair,
+            _chip_items(found, batch, outlines, chip_pair),
+            (shift["dx"] * ratio, shift["dy"] * ratio),
             str(chip_dir),
-            shared_read_px=int(CHIP_SHARED_READ_TILES * tile_size**2),
-            steel_edge_px=_steel_edge_px(pair),
+            shared_read_px=int(CHIP_SHARED_READ_TILES * (tile_size * ratio) ** 2),
+            steel_edge_px=_steel_edge_px(chip_pair),
             pure=False,
         )
         for batch in batches
@@ -488,6 +498,22 @@ def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
     cell = rows // tile_size * (1 << 32) + cols // tile_size
     order = np.lexsort((cols, rows, cell))
     return np.split(order, np.flatnonzero(np.diff(cell[order])) + 1) if len(order) else []
+
+
+def _chip_items(found: gpd.GeoDataFrame, batch: np.ndarray, outlines: np.ndarray, chip_pair: SurveyPair) -> list:
+    """``_chip_task``'s items for the candidates at rows ``batch``: id, pixel box on the chip grid (from the
+    outline, since the two grids' corners need not coincide) and the outline in the grids' CRS as WKB."""
+    to_pixels = ~chip_pair.transform
+    height, width = chip_pair.shape
+    items = []
+    for i in batch:
+        left, bottom, right, top = outlines[i].bounds
+        col0, row0 = to_pixels @ (left, top)
+        col1, row1 = to_pixels @ (right, bottom)
+        box = (max(math.floor(col0 + 1e-6), 0), max(math.floor(row0 + 1e-6), 0),
+               min(math.ceil(col1 - 1e-6), width), min(math.ceil(row1 - 1e-6), height))
+        items.append((found.at[i, "id"], box, shapely.to_wkb(outlines[i])))
+    return items
 
 
 def _steel_edge_px(pair: SurveyPair) -> int:
@@ -593,7 +619,7 @@ def _write_json(path: Path, value) -> None:
     _write_bytes(path, json.dumps(value, ensure_ascii=False, indent=1, sort_keys=True, default=str).encode())
 
 
-def _working_pair(before, after, working_resolution_m: float) -> SurveyPair:
+def _working_pair(before, after, working_resolution_m: float, *, step: int = 1) -> SurveyPair:
     """The survey pair on a grid of whole multiples of its native pixel, as near ``working_resolution_m`` as
     that allows from below, so every grid pixel is a block of source pixels (read from overviews, not warped).
 
@@ -601,6 +627,9 @@ def _working_pair(before, after, working_resolution_m: float) -> SurveyPair:
     that multiple and the multiple itself, the grid is that overview (a 3 cm mosaic is read at 24 cm from its
     8x overview, not at 30 cm): GDAL serves an overview as it is, but resampling between two levels costs it
     several times the decoding, more than the at most 1.8x the pixels costs detection.
+
+    ``step`` multiplies the factor so chosen: the grid for a detector that would reduce its input by
+    ``step`` (COG overviews come in powers of two, so a 2x or 4x factor doubled is an overview too).
     """
     pair = SurveyPair(before, after)
     target = working_resolution_m / pair.resolution + 1e-6
@@ -608,7 +637,15 @@ def _working_pair(before, after, working_resolution_m: float) -> SurveyPair:
     if pair.unwarped:
         shared = set(pair.before.overviews) & set(pair.after.overviews)
         factor = max((f for f in shared if 0.75 * target <= f <= target), default=factor)
+    factor *= step
     return pair if factor == 1 else SurveyPair(before, after, resolution=pair.resolution * factor)
+
+
+def _input_step(detector: str) -> int:
+    """How much the named detector reduces its input before looking at it (1 for pixel-level ones).
+
+    Raises DetectorError for an unknown name, before any stage runs."""
+    return int(getattr(get_detector(detector), "input_step", 1))
 
 
 def _read_json(path: Path, default=None):

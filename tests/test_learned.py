@@ -102,6 +102,28 @@ def test_tiled_inference_matches_whole_image(street):
     assert np.abs(whole.score - exact.score).max() < 1e-3
 
 
+def test_reduced_input_gives_the_full_resolution_answer_at_its_scale(street):
+    """What the pipeline does with an overview: the detector told its input is already at the network's
+    scale finds what it finds on the full-resolution pair, region for region."""
+    after = add_roof(relit(street), 300, 60, 44, 32)
+    full = get_detector("learned")
+    step = full.input_step
+    assert step == 2
+
+    def reduce(image):
+        return cv2.resize(image, (image.shape[1] // step, image.shape[0] // step), interpolation=cv2.INTER_AREA)
+
+    reduced = full.for_reduced_input()
+    assert reduced.input_step == 1 and reduced.min_area == round(full.min_area / step**2)
+    small = reduced.detect(reduce(street), reduce(after))
+    assert small.mask.shape == (street.shape[0] // step, street.shape[1] // step)
+    big = full.detect(street, after)
+    big_mask = cv2.resize(big.mask.astype(np.uint8), small.mask.shape[::-1], interpolation=cv2.INTER_AREA) > 0
+    assert small.mask.sum() > 200  # the roof: 22 x 16 px at this scale
+    assert (small.mask != big_mask).mean() < 0.01
+    assert np.abs(small.score - reduce(big.score)).mean() < 0.02
+
+
 @pytest.mark.parametrize(
     "before, after",
     [

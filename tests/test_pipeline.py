@@ -31,7 +31,8 @@ def client():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, client):
     units = generate_demo_street()
-    # 200 m x 200 m at 0.2 m: 1000 x 1000 px, four 512 px tiles, so regions cross tile borders.
+    # 200 m x 200 m at 0.2 m: 1000 x 1000 px; the learned detector halves its input, so it reads the surveys
+    # at 0.4 m: 500 x 500 px, four 256 px tiles, so regions cross tile borders. Chips are cut at 0.2 m.
     before, after, truth = survey_pair(tmp_path_factory.mktemp("surveys"), seed=0, size_m=200, resolution=0.2,
                                        units=units)
     table = gpd.GeoDataFrame(pd.concat([units[level] for level in LEVELS], ignore_index=True), crs="EPSG:4326")
@@ -40,7 +41,7 @@ def run(tmp_path_factory, client):
 
     def again():
         return run_pipeline(before, after, workdir=workdir, buildings=units["building"], units=table,
-                            tile_size=512, overlap=64, client=client, progress=lambda *a: calls.append(a))
+                            tile_size=256, overlap=32, client=client, progress=lambda *a: calls.append(a))
 
     found = again()
     return {"found": found, "truth": truth, "units": units, "workdir": workdir, "again": again, "calls": calls}
@@ -142,23 +143,30 @@ def test_chips_read_once_per_tile_equal_chips_read_one_by_one(run, tmp_path, mon
     found = run["found"]
     root = Path(found.attrs["path"]).parent
     before, after = (root / "ingest" / f"{name}.json" for name in ("before", "after"))
-    pair = SurveyPair(*(json.loads(p.read_text())["assets"]["image"]["href"] for p in (before, after)))
+    surveys = [json.loads(p.read_text())["assets"]["image"]["href"] for p in (before, after)]
+    grid = json.loads((root / "check" / "grid.json").read_text())
+    pair = SurveyPair(*surveys, resolution=grid["chip_resolution"])
+    ratio = grid["resolution"] / grid["chip_resolution"]
+    assert ratio == pytest.approx(2)  # detection at 0.4 m, chips at 0.2 m
     shift = json.loads((root / "align" / "shift.json").read_text())
+    shift = (shift["dx"] * ratio, shift["dy"] * ratio)
     outlines = pipeline.transform_geometries(found.geometry.to_numpy(), found.crs, pair.crs)
-    batch = max(pipeline._chip_batches(found, 512), key=len)  # a tile with several candidates
+    batch = max(pipeline._chip_batches(found, 256), key=len)  # a tile with several candidates
     assert len(batch) >= 2
-    items = [(found.at[i, "id"], tuple(int(found.at[i, c]) for c in ("col0", "row0", "col1", "row1")),
-              shapely.to_wkb(outlines[i])) for i in batch]
+    items = pipeline._chip_items(found, batch, outlines, pair)
+    for (_, box, _), i in zip(items, batch, strict=True):  # the detection grid's box, twice as fine
+        detection_box = [found.at[i, c] for c in ("col0", "row0", "col1", "row1")]
+        assert np.abs(np.subtract(box, np.multiply(detection_box, 2))).max() <= 1
     shared, single = tmp_path / "shared", tmp_path / "single"
     shared.mkdir(), single.mkdir()
     read, windows = pipeline.SurveyPair.read, []
     monkeypatch.setattr(pipeline.SurveyPair, "read", lambda self, window: windows.append(window) or read(self, window))
     edge = pipeline._steel_edge_px(pair)
-    flags_shared = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(shared),
+    flags_shared = pipeline._chip_task(pair, items, shift, str(shared),
                                        shared_read_px=pipeline.CHIP_SHARED_READ_TILES * 512**2, steel_edge_px=edge)
     assert len(windows) == 1
     monkeypatch.setattr(pipeline.SurveyPair, "read", _no_wide_reads(read))
-    flags_single = pipeline._chip_task(pair, items, (shift["dx"], shift["dy"]), str(single), shared_read_px=0,
+    flags_single = pipeline._chip_task(pair, items, shift, str(single), shared_read_px=0,
                                        steel_edge_px=edge)
     assert flags_shared == flags_single
     for path in shared.iterdir():
