@@ -396,6 +396,16 @@ class SurveyPair:
                 valid = vrt.dataset_mask(window=window) > 0
         return _interleaved(rgb), valid
 
+    def pixel_box(self, bounds: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+        """The grid pixels ``(col0, row0, col1, row1)``, end exclusive, covering ``bounds`` (left, bottom,
+        right, top in the grid's CRS), clipped to the grid; edges within a thousandth of a pixel of a pixel
+        edge are taken as on it."""
+        left, bottom, right, top = bounds
+        res, height, width = self.resolution, *self.shape
+        x0, y0 = self.transform.c, self.transform.f
+        return (max(_floor(left - x0, res), 0), max(_floor(y0 - top, res), 0),
+                min(_ceil(right - x0, res), width), min(_ceil(y0 - bottom, res), height))
+
     @property
     def unwarped(self) -> bool:
         """Whether both surveys are read as whole blocks of their own pixels, never warped."""

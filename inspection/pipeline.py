@@ -413,10 +413,7 @@ def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[floa
     core_col, core_row, core_width, core_height = core
     before, after, valid = pair.read(Window(*window))
     after = _shifted(after, shift)
-    found = get_detector(detector)
-    if _input_step(detector) > 1:
-        found = found.for_reduced_input()  # the grid is already reduced: see _working_pair
-    result = found.detect(before, after)
+    result = _grid_detector(detector).detect(before, after)
     mask = result.mask & valid
     r0, c0 = core_row - row, core_col - col
     grid_height, grid_width = pair.shape
@@ -503,17 +500,7 @@ def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
 def _chip_items(found: gpd.GeoDataFrame, batch: np.ndarray, outlines: np.ndarray, chip_pair: SurveyPair) -> list:
     """``_chip_task``'s items for the candidates at rows ``batch``: id, pixel box on the chip grid (from the
     outline, since the two grids' corners need not coincide) and the outline in the grids' CRS as WKB."""
-    to_pixels = ~chip_pair.transform
-    height, width = chip_pair.shape
-    items = []
-    for i in batch:
-        left, bottom, right, top = outlines[i].bounds
-        col0, row0 = to_pixels @ (left, top)
-        col1, row1 = to_pixels @ (right, bottom)
-        box = (max(math.floor(col0 + 1e-6), 0), max(math.floor(row0 + 1e-6), 0),
-               min(math.ceil(col1 - 1e-6), width), min(math.ceil(row1 - 1e-6), height))
-        items.append((found.at[i, "id"], box, shapely.to_wkb(outlines[i])))
-    return items
+    return [(found.at[i, "id"], chip_pair.pixel_box(outlines[i].bounds), shapely.to_wkb(outlines[i])) for i in batch]
 
 
 def _steel_edge_px(pair: SurveyPair) -> int:
@@ -629,7 +616,7 @@ def _working_pair(before, after, working_resolution_m: float, *, step: int = 1) 
     several times the decoding, more than the at most 1.8x the pixels costs detection.
 
     ``step`` multiplies the factor so chosen: the grid for a detector that would reduce its input by
-    ``step`` (COG overviews come in powers of two, so a 2x or 4x factor doubled is an overview too).
+    ``step`` (when the factor is a COG overview, the doubled one is usually the next overview).
     """
     pair = SurveyPair(before, after)
     target = working_resolution_m / pair.resolution + 1e-6
@@ -646,6 +633,13 @@ def _input_step(detector: str) -> int:
 
     Raises DetectorError for an unknown name, before any stage runs."""
     return int(getattr(get_detector(detector), "input_step", 1))
+
+
+def _grid_detector(detector: str):
+    """The named detector for the detection grid, which :func:`_working_pair` has already reduced by its
+    ``input_step``."""
+    found = get_detector(detector)
+    return found.for_reduced_input() if getattr(found, "input_step", 1) > 1 else found
 
 
 def _read_json(path: Path, default=None):

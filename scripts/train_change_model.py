@@ -197,7 +197,7 @@ def paste_roofs(image: np.ndarray, rng: np.random.Generator, px_per_m: float) ->
     for k in range(int(rng.integers(1, 7))):
         large = k == 0 and rng.random() < 0.2  # a warehouse or factory hall: flat, plain, larger than the crop
         length = (rng.uniform(40, 140) if large else rng.uniform(5, 35)) * px_per_m
-        depth = rng.uniform(25, 70) * px_per_m if large else rng.uniform(4, 20) * px_per_m
+        depth = (rng.uniform(25, 70) if large else rng.uniform(4, 20)) * px_per_m
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         angle = rng.uniform(0, 180)
         box = cv2.boxPoints(((cx, cy), (length, depth), angle))
