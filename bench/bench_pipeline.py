@@ -3,12 +3,14 @@
 1. Real-size pairs of JPEG-compressed COGs of the demo street (:mod:`inspection.synthetic`) go through
    :func:`inspection.pipeline.run_pipeline` on a local cluster of one worker process, then two; in the same
    run, ``cv2.imdecode`` (one thread) decodes the same two images' pixels encoded as JPEG. Target: pipeline
-   speed >= 1/3 of decode speed per core. Two pairs:
+   speed >= 1/3 of decode speed per core. The rate at which GDAL (which the pipeline reads COGs with)
+   decodes the same files is printed beside it: the rasterio wheel's libjpeg lacks libjpeg-turbo's SIMD.
+   Two pairs:
 
    - 8192 x 8192 px at 3 cm, the ground resolution of a street office's mapping flights (DESIGN.md);
-     detection reads the mosaics' 8x overview (24 cm);
-   - 4096 x 4096 px at 15 cm, a coarse mosaic, where detection reads the 2x overview (30 cm) and so works
-     on a quarter of the pixels rather than a 64th.
+     the learned detector reads the mosaics' 16x overview (48 cm), chips come from the 8x (24 cm);
+   - 4096 x 4096 px at 15 cm, a coarse mosaic: detection reads the 4x overview (60 cm), chips the 2x
+     (30 cm), so the pipeline decodes a quarter of the pixels rather than a 64th.
 
    Each cluster runs the pipeline twice on fresh work directories: the first run pays the process's one-off
    costs (PROJ transformers, GDAL drivers, imports in the workers), the second is what a long-running job
@@ -68,24 +70,36 @@ def decode_rate(paths: list[Path], repeats: int = 3) -> tuple[float, float]:
     return best, pixels / 1e6 / best
 
 
+def gdal_read_rate(paths: list[Path]) -> float:
+    """MP/s of rasterio (GDAL) reading the images' full-resolution pixels, best of two: the decoder the
+    pipeline reads the COGs with (the rasterio wheel's libjpeg, without libjpeg-turbo's SIMD)."""
+    best = float("inf")
+    for _ in range(2):
+        start, pixels = time.perf_counter(), 0
+        for path in paths:
+            with rasterio.open(path) as src:
+                pixels += src.read(indexes=[1, 2, 3]).shape[1] * src.width
+        best = min(best, time.perf_counter() - start)
+    return pixels / 1e6 / best
+
+
 def timed_runs(before: Path, after: Path, workdir: Path, n_workers: int, tile: int, runs: int,
                **kwargs) -> tuple[list[float], list[float], int]:
     """Seconds of ``runs`` fresh pipeline runs on one new cluster (startup excluded), worker peak RSS (MB),
     candidates."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from inspection.pipeline import run_pipeline
+    from inspection.pipeline import local_cluster, run_pipeline
 
     seconds = []
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            client.run(lambda: None)
-            for _ in range(runs):
-                shutil.rmtree(workdir, ignore_errors=True)
-                start = time.perf_counter()
-                found = run_pipeline(before, after, workdir=workdir, client=client, tile_size=tile, **kwargs)
-                seconds.append(time.perf_counter() - start)
-            peaks = sorted(client.run(worker_peak_mb).values())
+    with local_cluster(n_workers) as cluster, Client(cluster) as client:
+        client.run(lambda: None)
+        for _ in range(runs):
+            shutil.rmtree(workdir, ignore_errors=True)
+            start = time.perf_counter()
+            found = run_pipeline(before, after, workdir=workdir, client=client, tile_size=tile, **kwargs)
+            seconds.append(time.perf_counter() - start)
+        peaks = sorted(client.run(worker_peak_mb).values())
     shutil.rmtree(workdir, ignore_errors=True)
     return seconds, peaks, len(found)
 
@@ -133,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         mp = 2 * size * size / 1e6
         decode_s, decode_mp_s = decode_rate([before, after])
         print(f"{size} px at {resolution} m: cv2.imdecode of both images ({mp:.0f} MP) {decode_s:.2f} s, "
-              f"{decode_mp_s:.0f} MP/s", flush=True)
+              f"{decode_mp_s:.0f} MP/s; GDAL reads the COGs at {gdal_read_rate([before, after]):.0f} MP/s", flush=True)
         label = f"{size} px pair at {resolution * 100:g} cm"
         second = {}
         for workers in (1, 2):

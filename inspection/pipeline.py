@@ -49,6 +49,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -303,6 +304,27 @@ class _Stage:
         _write_json(self.dir / "done.json", {"key": self.key})
 
 
+#: Environment of the worker processes a local cluster spawns (set before spawning: glibc reads it at start).
+#: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` so that a worker hands freed memory back at once; setting
+#: it also freezes glibc's mmap threshold at 128 KiB, so every array a tile task allocates is mapped afresh
+#: and page-faulted in and unmapped on release: that was 0.17 s of a 0.23 s detection task on a 1024 px
+#: tile. With arrays up to 32 MiB served from the heap and up to 64 MiB of it kept, a worker reuses a tile's
+#: memory for the next; its peak still follows the tile size (``bench/bench_pipeline.py`` measures it).
+#: Workers of a remote cluster (``--scheduler``) want the same two variables in their environment.
+WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 64 << 20}
+
+
+def local_cluster(n_workers: int):
+    """A ``distributed.LocalCluster`` of ``n_workers`` single-threaded worker processes, set up for tile tasks
+    (:data:`WORKER_ENVIRON`); no dashboard."""
+    import dask
+    from distributed import LocalCluster
+
+    environ = {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in WORKER_ENVIRON.items()}
+    with dask.config.set(environ):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None)
+
+
 class _Cluster:
     """The Dask client, connected or started only when first asked for."""
 
@@ -313,14 +335,12 @@ class _Cluster:
     @property
     def client(self):
         if self._client is None:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
             if self._scheduler:
                 self._client = Client(self._scheduler)
             else:
-                cluster = LocalCluster(
-                    n_workers=self._n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
+                cluster = local_cluster(self._n_workers)
                 self._owned.append(cluster)
                 self._client = Client(cluster)
             self._owned.insert(0, self._client)
@@ -413,7 +433,7 @@ def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[floa
     core_col, core_row, core_width, core_height = core
     before, after, valid = pair.read(Window(*window))
     after = _shifted(after, shift)
-    result = _grid_detector(detector).detect(before, after)
+    result = _grid_detector(detector, max(width, height)).detect(before, after)
     mask = result.mask & valid
     r0, c0 = core_row - row, core_col - col
     grid_height, grid_width = pair.shape
@@ -527,32 +547,45 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
     boxes = [neighbourhood(box) for _, box, _ in items]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     u0, v0, u1, v1 = union
+    outlines = [shapely.from_wkb(wkb) for _, _, wkb in items]
     if len(items) == 1 or (u1 - u0) * (v1 - v0) <= shared_read_px:
         whole_before, whole_after, _ = pair.read(Window(u0, v0, u1 - u0, v1 - v0))
+        # One rasterisation for the batch (candidates never overlap): GDAL's set-up costs a millisecond a call.
+        numbers = _rasterize(outlines, pair.transform, (u0, v0, u1, v1))
 
-        def read(c0, r0, c1, r1):
-            return whole_before[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0], whole_after[r0 - v0 : r1 - v0, c0 - u0 : c1 - u0]
+        def read(k, c0, r0, c1, r1):
+            inside = (slice(r0 - v0, r1 - v0), slice(c0 - u0, c1 - u0))
+            return whole_before[inside], whole_after[inside], numbers[inside] == k + 1
     else:
-        def read(c0, r0, c1, r1):
-            return pair.read(Window(c0, r0, c1 - c0, r1 - r0))[:2]
+        def read(k, c0, r0, c1, r1):
+            return (*pair.read(Window(c0, r0, c1 - c0, r1 - r0))[:2],
+                    _rasterize([outlines[k]], pair.transform, (c0, r0, c1, r1)) == 1)
     flags = {}
-    for (candidate_id, (col0, row0, col1, row1), wkb), (c0, r0, c1, r1) in zip(items, boxes, strict=True):
-        before, after = read(c0, r0, c1, r1)
+    for k, ((candidate_id, (col0, row0, col1, row1), _), (c0, r0, c1, r1)) in enumerate(zip(items, boxes, strict=True)):
+        before, after, region = read(k, c0, r0, c1, r1)
         after = _shifted(after, shift)
-        window_transform = pair.transform @ Affine.translation(c0, r0)
-        region = rasterio.features.rasterize(
-            [(shapely.from_wkb(wkb), 1)], out_shape=(r1 - r0, c1 - c0), transform=window_transform, dtype=np.uint8
-        ).astype(bool)
         flags[candidate_id] = cand.colour_steel_flag(after, region, edge_px=steel_edge_px)
         before_jpeg, after_jpeg = cand.chips(
             before, after, (col0 - c0, row0 - r0, col1 - c0, row1 - r0), pad=CHIP_PAD, size=CHIP_SIZE
         )
-        _write_bytes(Path(directory) / f"{candidate_id}-before.jpg", before_jpeg)
-        _write_bytes(Path(directory) / f"{candidate_id}-after.jpg", after_jpeg)
+        # Plain writes, not atomic ones (a third of this task's time): the stage's done marker, written after
+        # every chip, is what says the chips are whole, and a reader learns their names only from the
+        # candidates file written after it; a run cut short rewrites them all.
+        (Path(directory) / f"{candidate_id}-before.jpg").write_bytes(before_jpeg)
+        (Path(directory) / f"{candidate_id}-after.jpg").write_bytes(after_jpeg)
     return flags
 
 
 # --- helpers --------------------------------------------------------------------------------------------
+
+
+def _rasterize(outlines: list, transform: Affine, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The outlines burnt into the grid's pixels ``box`` (col0, row0, col1, row1), numbered from 1 in order."""
+    col0, row0, col1, row1 = box
+    return rasterio.features.rasterize(
+        [(outline, k + 1) for k, outline in enumerate(outlines)], out_shape=(row1 - row0, col1 - col0),
+        transform=transform @ Affine.translation(col0, row0), dtype=np.int32,
+    )
 
 
 def _shifted(after: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
@@ -635,11 +668,21 @@ def _input_step(detector: str) -> int:
     return int(getattr(get_detector(detector), "input_step", 1))
 
 
-def _grid_detector(detector: str):
-    """The named detector for the detection grid, which :func:`_working_pair` has already reduced by its
-    ``input_step``."""
+def _grid_detector(detector: str, side: int):
+    """The named detector for a ``side`` px task window of the detection grid, which :func:`_working_pair`
+    has already reduced by its ``input_step``.
+
+    A detector that tiles its input (the learned one) runs one pass over a window that is one of its tiles
+    plus the margins it would add: the pipeline's overlap is that context already, and cutting a 1152 px
+    window into a 1024 px tile and three thin ones, each with its own margins, cost a fifth more work.
+    """
     found = get_detector(detector)
-    return found.for_reduced_input() if getattr(found, "input_step", 1) > 1 else found
+    if getattr(found, "input_step", 1) > 1:
+        found = found.for_reduced_input()
+    tile, margin = getattr(found, "tile", None), getattr(found, "margin", 0)
+    if tile is not None and tile < side <= tile + 2 * margin:
+        found = replace(found, tile=side)
+    return found
 
 
 def _read_json(path: Path, default=None):

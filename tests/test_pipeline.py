@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from gridmap.demo import generate_demo_street
 from inspection.candidates import MATCH_REGISTERED
-from inspection.pipeline import STAGES, run_pipeline
+from inspection.pipeline import STAGES, WORKER_ENVIRON, local_cluster, run_pipeline
 from inspection.synthetic import survey_pair
 
 GRIDS_FILE = Path(__file__).resolve().parent.parent / "data" / "boundaries" / "demo-grids.geojson"
@@ -23,9 +23,8 @@ LEVELS = ("street", "community", "grid", "courtyard")
 
 @pytest.fixture(scope="module")
 def client():
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
-        with Client(cluster) as client:
-            yield client
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +203,25 @@ def test_working_grid_is_an_overview_of_a_cog_pair(tmp_path):
     striped = surveys(0.058, cog=False)
     assert _working_pair(*striped, 0.3).resolution == pytest.approx(0.29)
     assert _working_pair(surveys(0.058)[0], striped[1], 0.3).resolution == pytest.approx(0.29)
+
+
+def test_local_cluster_workers_get_the_tile_memory_settings(client):
+    """Without them Dask's default turns every tile's arrays into fresh page faults (see WORKER_ENVIRON)."""
+    import os
+
+    expected = {name: str(value) for name, value in WORKER_ENVIRON.items()}
+    seen = client.run(lambda: {name: os.environ.get(name) for name in expected})
+    assert len(seen) == 2 and all(environ == expected for environ in seen.values())
+
+
+def test_a_task_window_of_one_detector_tile_and_its_margins_is_one_network_pass():
+    from inspection.change import get_detector
+    from inspection.pipeline import _grid_detector
+
+    learned = get_detector("default")
+    assert learned.input_step == 2
+    one_pass = _grid_detector("default", learned.tile + 2 * learned.margin)
+    assert (one_pass.step, one_pass.tile) == (1, learned.tile + 2 * learned.margin)
+    assert _grid_detector("default", learned.tile + 2 * learned.margin + 1).tile == learned.tile  # memory stays bounded
+    assert _grid_detector("default", 512).tile == learned.tile
+    assert _grid_detector("baseline", 1152) == get_detector("baseline")
