@@ -19,7 +19,8 @@
    :func:`inspection.ortho.write_large_synthetic_mosaic`) on one worker, then two (twice on each cluster,
    as the pairs; the second runs compared): scaling where tiles, not the serial stages, dominate, and peak
    RSS of each worker process (``/proc/self/status`` VmHWM) against the same figure on the small pairs:
-   memory follows the tile, not the mosaic.
+   memory follows the tile, not the mosaic. Beside the scaling, the machine's own ceiling for it: two
+   workers running the detector at once against one alone (:func:`parallel_ceiling`).
 
     python bench/bench_pipeline.py [--mosaic 20000] [--tile 1024] [--dir /tmp/bench-pipeline]
                                    [--pair 4096@0.15 ...] [--mosaic 0] [--mosaic-only]
@@ -81,6 +82,38 @@ def gdal_read_rate(paths: list[Path]) -> float:
                 pixels += src.read(indexes=[1, 2, 3]).shape[1] * src.width
         best = min(best, time.perf_counter() - start)
     return pixels / 1e6 / best
+
+
+def _detect_seconds(repeats: int) -> float:
+    """Best of ``repeats`` timings of the default detector on a 2048 px random pair (a tile's work, one thread)."""
+    from inspection.change import get_detector
+
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(0)
+    before, after = (rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8) for _ in range(2))
+    detector = get_detector("default")
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.detect(before, after)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def parallel_ceiling() -> float:
+    """How much two worker processes get done at once against one, on the detector's work alone: the most a
+    second worker can give on this machine (cores sharing memory bandwidth and caches fall short of 2x)."""
+    from distributed import Client
+
+    from inspection.pipeline import local_cluster
+
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        first, second = client.scheduler_info()["workers"]
+        alone = client.submit(_detect_seconds, 3, workers=[first], pure=False).result()
+        client.submit(_detect_seconds, 1, workers=[second], pure=False).result()  # warm the second
+        futures = [client.submit(_detect_seconds, 3, workers=[w], pure=False) for w in (first, second)]
+        together = max(f.result() for f in futures)
+    return 2 * alone / together
 
 
 def timed_runs(before: Path, after: Path, workdir: Path, n_workers: int, tile: int, runs: int,
@@ -187,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary))
     print(f"  {args.mosaic} px pair, 1 -> 2 workers    {big_runs[1][0][1] / big_runs[2][0][1]:8.2f}x   "
           f"({big_mp / big_runs[2][0][1]:.1f} MP/s with 2; second runs)")
+    print(f"  this machine's ceiling for that   {parallel_ceiling():8.2f}x   (two workers running the detector at "
+          "once against one alone)")
     if small_peaks:
         print(f"  worker peak RSS, small pairs    {max(small_peaks):8.0f} MB")
     print(f"  worker peak RSS, {args.mosaic} px pair   {max(big_peaks):8.0f} MB   ({big_mp * 3:.0f} MB of raw pixels)")
