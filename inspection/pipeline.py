@@ -307,9 +307,10 @@ class _Stage:
 #: Environment of the worker processes a local cluster spawns (set before spawning: glibc reads it at start).
 #: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_=65536`` so that a worker hands freed memory back at once; setting
 #: it also freezes glibc's mmap threshold at 128 KiB, so every array a tile task allocates is mapped afresh
-#: and page-faulted in and unmapped on release: that was 0.17 s of a 0.23 s detection task on a 1024 px
-#: tile. With arrays up to 32 MiB served from the heap and up to 64 MiB of it kept, a worker reuses a tile's
-#: memory for the next; its peak still follows the tile size (``bench/bench_pipeline.py`` measures it).
+#: and page-faulted in and unmapped on release: a 1024 px detection task took 0.40-0.48 s in a worker, and
+#: takes 0.22-0.27 s with these. With arrays up to 32 MiB served from the heap and up to 64 MiB of it kept, a
+#: worker reuses a tile's memory for the next; its peak still follows the tile size (``bench/bench_pipeline.py``
+#: measures it).
 #: Workers of a remote cluster (``--scheduler``) want the same two variables in their environment.
 WORKER_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 64 << 20}
 
