@@ -69,7 +69,7 @@ CROP = 160  # training crop, working-scale pixels
 # Five levels: the deepest features, at 1/32 of the working scale, see about 120 working pixels each way, so
 # the inside of a large new roof (a 150 m warehouse is 150 working pixels at 0.5 m) is judged with its edges
 # in view; with four levels the network missed such interiors. The fifth level costs about 5 % more work.
-CHANNELS = (16, 32, 48, 80, 128)
+CHANNELS = (16, 32, 48, 64, 96)
 UNIT_SPLIT = 512  # real pairs at least this wide are cut into quadrants (validation units)
 CORE_DEPTH = 0.5  # an object's core: pixels at least this share of its inner radius deep
 EMA_DECAY = 0.998  # weight averaging: about the last 500 steps
