@@ -219,7 +219,7 @@ class LearnedChangeDetector:
     margin : int
         Context added on each side of a tile from the image around it, working-scale pixels. The network
         sees about 150 px each way, but little of that far: 64 px of context changes a score at a seam by
-        at most about 0.05 and 4 mask pixels of 230,000 in the tests, for a third of the work of 150.
+        at most about 0.03 and 8 mask pixels of 230,000 in the tests, for a third of the work of 150.
     edge_margin : int
         Context mirrored beyond the image's edges (at most ``margin``). Mirrored context only keeps the
         network's zero padding away from the image; held out, an earlier model scored 32 px as 64 (pooled F1 0.434

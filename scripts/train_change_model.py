@@ -69,7 +69,10 @@ CROP = 160  # training crop, working-scale pixels
 # Five levels: the deepest features, at 1/32 of the working scale, see about 120 working pixels each way, so
 # the inside of a large new roof (a 150 m warehouse is 150 working pixels at 0.5 m) is judged with its edges
 # in view; with four levels the network missed such interiors. The fifth level costs about 5 % more work.
-CHANNELS = (16, 32, 48, 64, 96)
+# The two deepest levels are wide (80 and 128, not 64 and 96): they decide which changed ground is a building,
+# what the held-out errors were mostly about, and they run on 1/256 and 1/1024 of the pixels, so the extra
+# 180 k parameters cost about 2 % of the speed (held out 0.588 / 0.636 against 0.573 / 0.550).
+CHANNELS = (16, 32, 48, 80, 128)
 UNIT_SPLIT = 512  # real pairs at least this wide are cut into quadrants (validation units)
 CORE_DEPTH = 0.5  # an object's core: pixels at least this share of its inner radius deep
 EMA_DECAY = 0.998  # weight averaging: about the last 500 steps
