@@ -499,8 +499,8 @@ class Sampler:
 def build_model():
     """The siamese U-Net.
 
-    Shared encoder over each date: five levels (:data:`CHANNELS`) of a strided and a plain 3 x 3 convolution, so the finest
-    features are at half the working scale (a plain U-Net spends most of its time at full scale).
+    Shared encoder over each date: five levels (:data:`CHANNELS`) of a strided and a plain 3 x 3 convolution,
+    so the finest features are at half the working scale (a plain U-Net spends most of its time at full scale).
     Each level's features of both dates and their absolute difference are fused by a 1 x 1 convolution.
     The decoder is additive (as in a feature pyramid): the coarser map is projected to the finer level's
     width, upsampled and added, then one 3 x 3 convolution; about a third of the work of concatenating.
