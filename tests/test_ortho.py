@@ -7,6 +7,7 @@ import json
 import math
 import tracemalloc
 
+import cv2
 import numpy as np
 import pyproj
 import pytest
@@ -482,3 +483,77 @@ def test_coarser_grid_on_a_gauss_kruger_survey_has_no_empty_edge(tmp_path):
     b, _, valid = pair.read(Window(0, 0, 256, 256))
     assert valid.all()
     np.testing.assert_allclose(b[10, 10], image[20:22, 20:22].reshape(-1, 3).mean(axis=0), atol=1)
+
+
+# ---------------------------------------------------------------------------------- tile decoding fast path
+
+
+def gdal_level_read(path, window, factor):
+    """What GDAL reads for ``window`` (full-resolution pixels) decimated by ``factor``, (h, w, 3)."""
+    from rasterio.enums import Resampling
+
+    shape = (int(window.height) // factor, int(window.width) // factor)
+    with rasterio.open(path) as ds:
+        data = ds.read(indexes=[1, 2, 3], window=window, out_shape=(3, *shape),
+                       resampling=Resampling.average if factor > 1 else Resampling.nearest)
+    return np.moveaxis(data, 0, -1)
+
+
+@pytest.mark.parametrize("factor, window", [
+    (1, Window(0, 0, 1024, 1024)),
+    (1, Window(300, 700, 600, 324)),  # across tile edges, to the image's bottom edge
+    (2, Window(0, 0, 1024, 1024)),
+    (4, Window(256, 128, 512, 768)),
+    (8, Window(0, 512, 1024, 512)),
+])
+def test_tiles_of_a_real_jpeg_cog_decode_as_gdal_reads_them(orthophotos, factor, window):
+    from inspection.ortho import _read_tiles
+
+    path = orthophotos / "rasterio-cogeo.tif"  # JPEG, YCbCr, an internal mask, overviews 2x to 64x
+    fast = _read_tiles(str(path), window, factor)
+    assert fast is not None, "the fast path must take a JPEG COG"
+    slow = gdal_level_read(path, window, factor)
+    assert fast.shape == slow.shape
+    difference = np.abs(fast.astype(int) - slow)
+    # Same tiles, two JPEG decoders: they round the odd chroma edge pixel differently, nothing more.
+    assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 8
+
+
+def test_tiles_of_a_deflate_cog_decode_exactly(tmp_path):
+    from inspection.ortho import _read_tiles
+
+    image = np.random.default_rng(3).integers(0, 255, (1100, 900, 3), dtype=np.uint8)
+    path = write_ortho(tmp_path / "d.tif", image, Affine(0.1, 0, 500_000, 0, -0.1, 3_350_000), "EPSG:4549")
+    for factor, window in ((1, Window(100, 500, 800, 600)), (2, Window(512, 0, 388, 1100))):
+        fast = _read_tiles(str(path), window, factor)
+        assert fast is not None
+        np.testing.assert_array_equal(fast, gdal_level_read(path, window, factor))
+
+
+def test_layouts_the_tile_path_does_not_take_go_to_gdal(orthophotos, tmp_path):
+    from inspection.ortho import _read_tiles
+
+    cog = str(orthophotos / "rasterio-cogeo.tif")
+    assert _read_tiles(str(orthophotos / "rasterio-RGB.byte.tif"), Window(0, 0, 64, 64), 1) is None  # striped
+    assert _read_tiles(cog, Window(0, 0, 960, 960), 3) is None  # no 3x overview
+    assert _read_tiles(cog, Window(1, 0, 512, 512), 2) is None  # not on the overview's pixels
+    truncated = tmp_path / "cut.tif"
+    truncated.write_bytes((orthophotos / "rasterio-cogeo.tif").read_bytes()[:150_000])
+    assert _read_tiles(str(truncated), Window(0, 0, 1024, 1024), 1) is None  # GDAL reports the fault
+
+
+def test_pair_reads_a_jpeg_cog_from_its_overview_tiles(tmp_path):
+    from inspection.ortho import _read_tiles
+
+    image = np.random.default_rng(5).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
+    image = cv2.GaussianBlur(image, (0, 0), 3)  # photo-like, so JPEG keeps it close
+    transform = Affine(0.15, 0, 517209.0, 0, -0.15, 3348148.35)
+    path = write_ortho(tmp_path / "j.tif", image, transform, "EPSG:4549", compress="jpeg")
+    pair = SurveyPair(path, path, resolution=0.3)
+    assert pair.unwarped and _read_tiles(str(path), Window(0, 0, 1024, 1024), 2) is not None
+    before, after, valid = pair.read(Window(64, 128, 300, 200))
+    assert valid.all() and np.array_equal(before, after)
+    gdal = gdal_level_read(path, Window(128, 256, 602, 402), 2).astype(int)
+    error = np.abs(before.astype(int) - gdal[:200, :300]).mean()
+    off_by_one = np.abs(before.astype(int) - gdal[1:201, 1:301]).mean()
+    assert error < 1 and off_by_one > 2 * error  # GDAL's pixels, as two JPEG decoders give them
