@@ -88,7 +88,7 @@ class OrthoInfo:
     nodata : float or None
         The nodata value, if the file declares one.
     has_alpha : bool
-        Whether validity comes from an alpha band.
+        Whether the file has an alpha band.
     has_mask : bool
         Whether the file says which pixels are valid at all (alpha band, internal mask or nodata).
     bounds : tuple of float
@@ -107,6 +107,9 @@ class OrthoInfo:
     datetime : datetime.datetime or None
         From ``TIFFTAG_DATETIME``, read as UTC (the tag has no zone), or None when absent or malformed.
         Writers usually put the processing time there, not the flight time.
+    mask_is_alpha : bool
+        Whether validity is the alpha band (GDAL's mask is an internal mask when there is one, even with
+        alpha): an RGBA mosaic's mask then comes with its pixels from one decoding.
     """
 
     path: Path
@@ -126,6 +129,7 @@ class OrthoInfo:
     is_cog: bool
     overviews: list[int]
     datetime: dt.datetime | None
+    mask_is_alpha: bool = False
 
 
 def read_ortho_info(path: str | os.PathLike) -> OrthoInfo:
@@ -179,6 +183,7 @@ def _read_ortho_info(path: Path, size: int, mtime_ns: int) -> OrthoInfo:
                 is_cog=bool(ds.profile.get("tiled")) and bool(ds.overviews(1)),
                 overviews=ds.overviews(1),
                 datetime=_tiff_datetime(ds.tags().get("TIFFTAG_DATETIME")),
+                mask_is_alpha=MaskFlags.alpha in flags,
             )
     except RasterioError as error:
         raise RasterError(f"{path}: not a readable raster or truncated ({_first_line(error)})") from error
@@ -382,7 +387,8 @@ class SurveyPair:
         # proportion to its tile rather than to how much of the mosaic it has read so far.
         with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB), rasterio.open(info.path) as src:
             if placement is not None:
-                return _read_on_grid(src, window, *placement, has_mask=info.has_mask)
+                return _read_on_grid(src, window, *placement, has_mask=info.has_mask,
+                                     mask_is_alpha=info.mask_is_alpha)
             # Without an alpha band of its own the VRT gets one, so pixels the file does not cover (and
             # those its mask or nodata value exclude) come out invalid rather than black.
             with WarpedVRT(
@@ -440,14 +446,15 @@ def _ceil(length: float, step: float) -> int:
 
 
 def _read_on_grid(
-    src, window: Window, col: int, row: int, factor: int, *, has_mask: bool
+    src, window: Window, col: int, row: int, factor: int, *, has_mask: bool, mask_is_alpha: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a grid window from a survey whose pixels tile the grid's exactly (see ``_placement``).
 
     A plain windowed read, decimated by ``factor`` (GDAL serves that from the COG's overviews), of the part
     of the window inside the file; the rest stays invalid. Much faster than warping, and than rasterio's
     boundless reads, which go through a VRT. A file without a mask (``has_mask`` False) is valid wherever it
-    has pixels: asking GDAL for its all-valid mask costs more than decoding the pixels.
+    has pixels: asking GDAL for its all-valid mask costs more than decoding the pixels. When the mask is the
+    alpha band (``mask_is_alpha``) and :func:`_read_tiles` decodes the tiles, the alpha comes with them.
     """
     out_h, out_w = int(window.height), int(window.width)
     # the window in grid pixels, clipped to the grid pixels the file covers entirely
@@ -459,11 +466,16 @@ def _read_on_grid(
         return np.zeros((out_h, out_w, 3), np.uint8), np.zeros((out_h, out_w), bool)
     source = Window(col + c0 * factor, row + r0 * factor, (c1 - c0) * factor, (r1 - r0) * factor)
     shape = (r1 - r0, c1 - c0)
-    data = _read_tiles(src.name, source, factor)
-    if data is None:
+    tiles = _read_tiles(src.name, source, factor, alpha=mask_is_alpha)
+    if tiles is not None:
+        data, alpha = tiles
+    else:
         resampling = Resampling.average if factor > 1 else Resampling.nearest
         data = _interleaved(src.read(indexes=[1, 2, 3], window=source, out_shape=(3, *shape), resampling=resampling))
-    if has_mask:
+        alpha = None
+    if alpha is not None:
+        mask = alpha > 0
+    elif has_mask:
         mask = src.dataset_mask(window=source, out_shape=shape, resampling=Resampling.nearest) > 0
     else:
         mask = np.ones(shape, bool)
@@ -481,9 +493,11 @@ _TIFF_RGB = (2, 6)  # photometric RGB, YCbCr
 _TIFF_REDUCED = 1  # NewSubfileType of an overview (a mask is 4, an overview of a mask 5)
 
 
-def _read_tiles(path: str, source: Window, factor: int) -> np.ndarray | None:
+def _read_tiles(path: str, source: Window, factor: int, *, alpha: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """RGB pixels (h, w, 3) of ``source`` (full-resolution pixels) from the file's ``factor`` x reduced level,
-    decoded tile by tile by tifffile, or None when the file is not laid out for that and GDAL must read it.
+    decoded tile by tile by tifffile, and with ``alpha`` the fourth sample (h, w) when it is an alpha
+    channel (else None); or None when the file is not laid out for that and GDAL must read it.
 
     Why not GDAL: the rasterio wheels' GDAL decodes JPEG with libjpeg 9, without SIMD, at about 105 MP/s;
     tifffile hands the same tiles to imagecodecs' libjpeg-turbo (libdeflate for deflate), 2-3x as fast, and
@@ -508,6 +522,9 @@ def _read_tiles(path: str, source: Window, factor: int) -> np.ndarray | None:
             c1 = min(c0 + int(source.width) // factor, page.imagewidth)
             r1 = min(r0 + int(source.height) // factor, page.imagelength)
             out = np.zeros((r1 - r0, c1 - c0, 3), np.uint8)
+            # ExtraSamples 1 and 2: associated and unassociated alpha
+            has_alpha = page.samplesperpixel >= 4 and tuple(page.extrasamples[:1]) in ((1,), (2,))
+            opacity = np.zeros((r1 - r0, c1 - c0), np.uint8) if alpha and has_alpha else None
             tile_h, tile_w = page.tilelength, page.tilewidth
             across = -(-page.imagewidth // tile_w)
             handle = tif.filehandle
@@ -521,9 +538,11 @@ def _read_tiles(path: str, source: Window, factor: int) -> np.ndarray | None:
                     tile = decode(handle.read(page.databytecounts[index]), index, jpegtables=page.jpegtables)[0][0]
                     y0, x0 = ty * tile_h, tx * tile_w
                     ys, xs = slice(max(r0, y0), min(r1, y0 + tile_h)), slice(max(c0, x0), min(c1, x0 + tile_w))
-                    out[ys.start - r0 : ys.stop - r0, xs.start - c0 : xs.stop - c0] = (
-                        tile[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0, :3])
-            return out
+                    inside = tile[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+                    out[ys.start - r0 : ys.stop - r0, xs.start - c0 : xs.stop - c0] = inside[..., :3]
+                    if opacity is not None:
+                        opacity[ys.start - r0 : ys.stop - r0, xs.start - c0 : xs.stop - c0] = inside[..., 3]
+            return out, opacity
     except Exception:  # noqa: BLE001 - any fault of the fast path is GDAL's to read and report
         return None
 

@@ -510,8 +510,10 @@ def test_tiles_of_a_real_jpeg_cog_decode_as_gdal_reads_them(orthophotos, factor,
     from inspection.ortho import _read_tiles
 
     path = orthophotos / "rasterio-cogeo.tif"  # JPEG, YCbCr, an internal mask, overviews 2x to 64x
-    fast = _read_tiles(str(path), window, factor)
-    assert fast is not None, "the fast path must take a JPEG COG"
+    tiles = _read_tiles(str(path), window, factor)
+    assert tiles is not None, "the fast path must take a JPEG COG"
+    fast, alpha = tiles
+    assert alpha is None  # none asked for, and this file has none
     slow = gdal_level_read(path, window, factor)
     assert fast.shape == slow.shape
     difference = np.abs(fast.astype(int) - slow)
@@ -525,9 +527,9 @@ def test_tiles_of_a_deflate_cog_decode_exactly(tmp_path):
     image = np.random.default_rng(3).integers(0, 255, (1100, 900, 3), dtype=np.uint8)
     path = write_ortho(tmp_path / "d.tif", image, Affine(0.1, 0, 500_000, 0, -0.1, 3_350_000), "EPSG:4549")
     for factor, window in ((1, Window(100, 500, 800, 600)), (2, Window(512, 0, 388, 1100))):
-        fast = _read_tiles(str(path), window, factor)
-        assert fast is not None
-        np.testing.assert_array_equal(fast, gdal_level_read(path, window, factor))
+        tiles = _read_tiles(str(path), window, factor)
+        assert tiles is not None
+        np.testing.assert_array_equal(tiles[0], gdal_level_read(path, window, factor))
 
 
 def test_layouts_the_tile_path_does_not_take_go_to_gdal(orthophotos, tmp_path):
@@ -557,3 +559,44 @@ def test_pair_reads_a_jpeg_cog_from_its_overview_tiles(tmp_path):
     error = np.abs(before.astype(int) - gdal[:200, :300]).mean()
     off_by_one = np.abs(before.astype(int) - gdal[1:201, 1:301]).mean()
     assert error < 1 and off_by_one > 2 * error  # GDAL's pixels, as two JPEG decoders give them
+
+
+def test_an_rgba_cog_gives_pixels_and_validity_from_one_decoding(tmp_path):
+    # WebODM's orthophotos are RGBA: validity is the alpha band, decoded with the pixels, not by GDAL again.
+    from rasterio.enums import ColorInterp, Resampling
+
+    from inspection.ortho import _read_tiles
+
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 255, (4, 1024, 1024), dtype=np.uint8)
+    rgba[3] = 255
+    rgba[3, :300, :450] = 0  # outside the flight
+    path = tmp_path / "rgba.tif"
+    profile = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 4, "dtype": "uint8", "crs": "EPSG:4549",
+               "transform": Affine(0.1, 0, 517000.0, 0, -0.1, 3348000.0), "tiled": True, "blockxsize": 256,
+               "blockysize": 256, "compress": "deflate"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha]
+        dst.write(rgba)
+        dst.build_overviews([2, 4], Resampling.nearest)
+    info = read_ortho_info(path)
+    assert info.has_alpha and info.mask_is_alpha
+    rgb, alpha = _read_tiles(str(path), Window(256, 0, 512, 512), 1, alpha=True)
+    np.testing.assert_array_equal(alpha, rgba[3, :512, 256:768])
+    np.testing.assert_array_equal(rgb, np.moveaxis(rgba[:3, :512, 256:768], 0, -1))
+    pair = SurveyPair(path, path)
+    window = Window(400, 200, 300, 250)
+    before, _, valid = pair.read(window)
+    with rasterio.open(path) as ds:
+        gdal_window = Window(400, 200, 300, 250)
+        expected_valid = ds.dataset_mask(window=gdal_window) > 0
+        expected = np.moveaxis(ds.read(indexes=[1, 2, 3], window=gdal_window), 0, -1)
+    np.testing.assert_array_equal(valid, expected_valid)
+    assert 0 < valid.mean() < 1
+    np.testing.assert_array_equal(before, expected)
+
+
+def test_real_webodm_orthophoto_validity_is_its_alpha(orthophotos):
+    info = read_ortho_info(orthophotos / "webodm-orthophoto.tif")
+    assert info.mask_is_alpha
+    assert not read_ortho_info(orthophotos / "rasterio-cogeo.tif").mask_is_alpha  # an internal mask
