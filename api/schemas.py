@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
-
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 Text = Annotated[str, StringConstraints(max_length=2000)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+
+
+def check_instant(value: datetime) -> datetime:
+    """``value`` if it is an instant the service's records can hold, 1970 to 2200; else ValueError.
+
+    A year-1 or year-9999 time is a typo or a probe, and arithmetic on it (a report window's default start
+    90 days back, a bound one microsecond on) overflows Python's dates: the fuzzer found that as a 500.
+    """
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2199") from None
+    if not EARLIEST_INSTANT <= utc < LATEST_INSTANT:
+        raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2199")
+    return value
+
+
+#: A timezone-aware time between 1970 and 2200 (see :func:`check_instant`); every time the API takes is one.
+Instant = Annotated[AwareDatetime, AfterValidator(check_instant)]
 
 
 class Strict(BaseModel):
@@ -31,7 +53,7 @@ class ReportIn(Strict):
     lat: float = Field(ge=-90, le=90)
     datum: Literal["wgs84", "gcj02", "bd09"] = "wgs84"
     accuracy_m: float | None = Field(default=None, ge=0, le=100_000)
-    observed_at: AwareDatetime
+    observed_at: Instant
     note: Text = ""
 
 
@@ -65,7 +87,7 @@ class ManifestFile(Strict):
 
 class ManifestIn(Strict):
     batch_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")] | None = None
-    acquired_at: AwareDatetime | None = None
+    acquired_at: Instant | None = None
     files: list[ManifestFile] = Field(min_length=1, max_length=100_000)
 
 

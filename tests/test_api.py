@@ -423,6 +423,21 @@ def test_indicators_show_closure_and_times(api):
     assert api.get("/indicators", "supervisor", params={"by": "nonsense"}).status_code == 422
 
 
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "9999-12-31T23:00:00-23:59",
+                                  "1969-12-31T23:59:59Z", "2200-01-01T00:00:00+00:00"])
+def test_times_out_of_any_record_are_refused_with_the_reason(api, when):
+    # The fuzzer's find: a report window ending in year 1 overflowed "90 days before" into a 500.
+    for path, params, status in (("/heatmaps/density", {"end": when}, 422), ("/heatmaps/grids", {"start": when}, 422),
+                                 ("/indicators", {"end": when}, 422),
+                                 ("/ogc/collections/cases/items", {"datetime": f"../{when}"}, 400)):
+        response = api.get(path, "supervisor", params=params)
+        assert response.status_code == status, (path, response.text)
+        assert "1970 to 2199" in response.text
+    response = api.report("worker", FIRST_GRID, observed_at=when)
+    assert response.status_code == 422 and "1970 to 2199" in response.text
+    assert api.get("/cases", "worker").json()["total"] == 0  # nothing half-written
+
+
 # ---------------------------------------------------------------------------------------------- Open311
 
 

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import account, service
 from api.errors import BadParameterError, NotFoundError
+from api.schemas import check_instant
 from api.service import Service
 
 router = APIRouter(prefix="/ogc", tags=["ogc-features"])
@@ -137,7 +138,10 @@ def parse_datetime(text: str | None) -> tuple[datetime | None, datetime | None]:
             raise BadParameterError(f"datetime {value!r} is not RFC 3339 (2026-11-25T09:00:00Z)") from None
         if moment.tzinfo is None:
             raise BadParameterError(f"datetime {value!r} needs a timezone (Z or +08:00)")
-        return moment
+        try:
+            return check_instant(moment)
+        except ValueError as error:
+            raise BadParameterError(f"datetime {error}") from None
 
     if "/" in text:
         start, _, end = text.partition("/")

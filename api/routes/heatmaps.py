@@ -10,12 +10,12 @@ from typing import Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import AwareDatetime
 
 from api.basemaps import basemap
 from api.deps import account, service
 from api.errors import BadParameterError
 from api.maps import density_map
+from api.schemas import Instant
 from api.service import Service
 from inspection.errors import InspectionError
 from inspection.heatmap import choropleth, kernel_density
@@ -42,7 +42,7 @@ def _geojson(frame) -> JSONResponse:
 
 @router.get("/density", summary="Kernel density of cases (cases/km²) on cell centres, GeoJSON")
 def density(category: str | None = Query(None, max_length=32), source: Source | None = None,
-            start: AwareDatetime | None = None, end: AwareDatetime | None = None,
+            start: Instant | None = None, end: Instant | None = None,
             bandwidth_m: float = Query(150.0, ge=10, le=5000), cell_m: float = Query(25.0, ge=5, le=1000),
             who: dict = Depends(account), svc: Service = Depends(service)):
     return _geojson(_density(svc, _cases(svc, who, category, source, start, end), bandwidth_m, cell_m))
@@ -60,7 +60,7 @@ def _density(svc: Service, cases: pd.DataFrame, bandwidth_m: float, cell_m: floa
 
 @router.get("/grids", summary="Cases per grid (count and per hectare), GeoJSON")
 def by_grid(category: str | None = Query(None, max_length=32), source: Source | None = None,
-            start: AwareDatetime | None = None, end: AwareDatetime | None = None,
+            start: Instant | None = None, end: Instant | None = None,
             who: dict = Depends(account), svc: Service = Depends(service)):
     return _geojson(_by_grid(svc, who, _cases(svc, who, category, source, start, end)))
 
@@ -76,7 +76,7 @@ def _by_grid(svc: Service, who: dict, cases: pd.DataFrame):
 @router.get("/map.html", summary="The density and the cases per grid drawn on one folium map (HTML)",
             response_class=HTMLResponse)
 def density_page(category: str | None = Query(None, max_length=32), source: Source | None = None,
-                 start: AwareDatetime | None = None, end: AwareDatetime | None = None,
+                 start: Instant | None = None, end: Instant | None = None,
                  bandwidth_m: float = Query(150.0, ge=10, le=5000), cell_m: float = Query(25.0, ge=5, le=1000),
                  who: dict = Depends(account), svc: Service = Depends(service)):
     cases = _cases(svc, who, category, source, start, end)

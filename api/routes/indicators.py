@@ -6,11 +6,10 @@ from datetime import timedelta
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from api.deps import account, service
 from api.errors import InvalidInputError
-from api.schemas import Grouping
+from api.schemas import Grouping, Instant
 from api.service import Service
 from inspection.indicators import indicators
 
@@ -20,7 +19,7 @@ _COLUMNS = ("id", "category", "source", "state", "grid", "community", "assignee"
 
 
 @router.get("/indicators", summary="Cases, closure, on-time rate, median times and repeats per group")
-def get_indicators(by: Grouping = "grid", start: AwareDatetime | None = None, end: AwareDatetime | None = None,
+def get_indicators(by: Grouping = "grid", start: Instant | None = None, end: Instant | None = None,
                    repeat_radius_m: float = Query(50.0, gt=0, le=5000),
                    who: dict = Depends(account), svc: Service = Depends(service)) -> dict:
     svc.require(who, "supervisor", "admin", "grid_worker", doing="read indicators")

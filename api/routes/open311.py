@@ -9,14 +9,13 @@ finer state goes into ``status_notes``.
 
 from __future__ import annotations
 
-
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query
-from pydantic import AwareDatetime
 
 from api.deps import service
 from api.errors import InvalidInputError, NotFoundError
+from api.schemas import Instant
 from api.service import Service
 from inspection import cases as workflow
 
@@ -61,7 +60,7 @@ def services(svc: Service = Depends(service)) -> list[dict]:
 @router.get("/requests.json", summary="GeoReport v2 requests")
 def requests(api_key: Key, service_request_id: str | None = Query(None, max_length=2000),
              service_code: str | None = Query(None, max_length=32), status: str | None = Query(None, max_length=6),
-             start_date: AwareDatetime | None = None, end_date: AwareDatetime | None = None,
+             start_date: Instant | None = None, end_date: Instant | None = None,
              svc: Service = Depends(service)) -> list[dict]:
     who = _caller(svc, api_key)
     ids = None
