@@ -528,12 +528,12 @@ def _read_tiles(path: str, source: Window, factor: int, *, alpha: bool = False
             tile_h, tile_w = page.tilelength, page.tilewidth
             across = -(-page.imagewidth // tile_w)
             handle = tif.filehandle
+            decode = page.decode  # tifffile builds it on first use, reading the file: so before any seek
             for ty in range(r0 // tile_h, (r1 - 1) // tile_h + 1):
                 for tx in range(c0 // tile_w, (c1 - 1) // tile_w + 1):
                     index = ty * across + tx
                     if not page.databytecounts[index]:  # a sparse tile: no data, as GDAL reads it
                         continue
-                    decode = page.decode  # built on first use, reading the file: before the seek
                     handle.seek(page.dataoffsets[index])
                     tile = decode(handle.read(page.databytecounts[index]), index, jpegtables=page.jpegtables)[0][0]
                     y0, x0 = ty * tile_h, tx * tile_w
