@@ -22,10 +22,10 @@ def check_instant(value: datetime) -> datetime:
     90 days back, a bound one microsecond on) overflows Python's dates: the fuzzer found that as a 500.
     """
     try:
-        utc = value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2199") from None
-    if not EARLIEST_INSTANT <= utc < LATEST_INSTANT:
+        inside = EARLIEST_INSTANT <= value.astimezone(UTC) < LATEST_INSTANT
+    except OverflowError:  # 9999-12-31 at -23:59 is past the last instant Python can hold in UTC
+        inside = False
+    if not inside:
         raise ValueError(f"{value.isoformat()} is outside the years 1970 to 2199")
     return value
 

@@ -72,37 +72,45 @@ def decode_rate(paths: list[Path], repeats: int = 3) -> tuple[float, float]:
     return best, pixels / 1e6 / best
 
 
-def gdal_read_rate(paths: list[Path]) -> float:
-    """MP/s of rasterio (GDAL) reading the images' full-resolution pixels, best of two: the decoder the
-    pipeline reads the COGs with (the rasterio wheel's libjpeg, without libjpeg-turbo's SIMD)."""
+def _read_rate(paths: list[Path], read) -> float:
+    """MP/s of ``read(path)``, which returns how many pixels it decoded, over ``paths``, best of two."""
     best = float("inf")
     for _ in range(2):
         start, pixels = time.perf_counter(), 0
         for path in paths:
-            with rasterio.open(path) as src:
-                pixels += src.read(indexes=[1, 2, 3]).shape[1] * src.width
+            pixels += read(path)
         best = min(best, time.perf_counter() - start)
     return pixels / 1e6 / best
+
+
+def gdal_read_rate(paths: list[Path]) -> float:
+    """MP/s of rasterio (GDAL) reading the images' full-resolution pixels: the rasterio wheel's libjpeg,
+    without libjpeg-turbo's SIMD; what the pipeline falls back to for files the tile reader does not take."""
+    def read(path: Path) -> int:
+        with rasterio.open(path) as src:
+            return src.read(indexes=[1, 2, 3]).shape[1] * src.width
+
+    return _read_rate(paths, read)
 
 
 def tile_read_rate(paths: list[Path]) -> float:
     """MP/s of :func:`inspection.ortho._read_tiles` (tifffile handing the COG's tiles to libjpeg-turbo) reading
-    the same full-resolution pixels, best of two: how the pipeline reads a survey on its own pixel grid."""
+    the same full-resolution pixels: how the pipeline reads a survey on its own pixel grid (NaN when the
+    files are not laid out for it)."""
     from rasterio.windows import Window
 
     from inspection.ortho import _read_tiles
 
-    best = float("inf")
-    for _ in range(2):
-        start, pixels = time.perf_counter(), 0
-        for path in paths:
-            with rasterio.open(path) as src:
-                width, height = src.width, src.height
-            if _read_tiles(str(path), Window(0, 0, width, height), 1) is None:
-                return float("nan")
-            pixels += width * height
-        best = min(best, time.perf_counter() - start)
-    return pixels / 1e6 / best
+    sizes = {}
+    for path in paths:
+        with rasterio.open(path) as src:
+            sizes[path] = Window(0, 0, src.width, src.height)
+
+    def read(path: Path) -> float:
+        tiles = _read_tiles(str(path), sizes[path], 1)
+        return float("nan") if tiles is None else tiles[0].shape[0] * tiles[0].shape[1]
+
+    return _read_rate(paths, read)
 
 
 def _detect_seconds(repeats: int) -> float:
@@ -202,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         decode_s, decode_mp_s = decode_rate([before, after])
         print(f"{size} px at {resolution} m: cv2.imdecode of both images ({mp:.0f} MP) {decode_s:.2f} s, "
               f"{decode_mp_s:.0f} MP/s; GDAL reads the COGs at {gdal_read_rate([before, after]):.0f} MP/s, "
-              f"tifffile with libjpeg-turbo (the pipeline's reader) at {tile_read_rate([before, after]):.0f}", flush=True)
+              f"tifffile with libjpeg-turbo (the pipeline's reader) at {tile_read_rate([before, after]):.0f}",
+              flush=True)
         label = f"{size} px pair at {resolution * 100:g} cm"
         second = {}
         for workers in (1, 2):

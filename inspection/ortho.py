@@ -536,12 +536,14 @@ def _read_tiles(path: str, source: Window, factor: int, *, alpha: bool = False
                         continue
                     handle.seek(page.dataoffsets[index])
                     tile = decode(handle.read(page.databytecounts[index]), index, jpegtables=page.jpegtables)[0][0]
-                    y0, x0 = ty * tile_h, tx * tile_w
-                    ys, xs = slice(max(r0, y0), min(r1, y0 + tile_h)), slice(max(c0, x0), min(c1, x0 + tile_w))
-                    inside = tile[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
-                    out[ys.start - r0 : ys.stop - r0, xs.start - c0 : xs.stop - c0] = inside[..., :3]
+                    # the part of the tile inside the window, in level pixels: rows y0:y1, columns x0:x1
+                    y0, y1 = max(r0, ty * tile_h), min(r1, (ty + 1) * tile_h)
+                    x0, x1 = max(c0, tx * tile_w), min(c1, (tx + 1) * tile_w)
+                    inside = tile[y0 - ty * tile_h : y1 - ty * tile_h, x0 - tx * tile_w : x1 - tx * tile_w]
+                    target = (slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
+                    out[target] = inside[..., :3]
                     if opacity is not None:
-                        opacity[ys.start - r0 : ys.stop - r0, xs.start - c0 : xs.stop - c0] = inside[..., 3]
+                        opacity[target] = inside[..., 3]
             return out, opacity
     except Exception:  # noqa: BLE001 - any fault of the fast path is GDAL's to read and report
         return None
