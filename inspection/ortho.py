@@ -251,25 +251,38 @@ def stac_item(info: OrthoInfo, *, survey_id: str, datetime: dt.datetime | None =
 def tile_windows(width: int, height: int, *, size: int = 1024, overlap: int = 64) -> list[Window]:
     """Overlapping tiles covering a ``width`` x ``height`` image, row by row from the top left.
 
-    The image is cut into ``size`` x ``size`` cores (smaller at the right and bottom edges); each tile is
-    its core grown by ``overlap`` pixels on every side, clipped to the image, so a detector sees context
-    across core edges. :func:`core_window` gives a tile's core back: keep results from cores only and
-    every pixel is counted once.
+    The image is cut into cores of at most ``size`` a side, as few as that allows and as equal as they can
+    be (:func:`_core_step`); each tile is its core grown by ``overlap`` pixels on every side, clipped to the
+    image, so a detector sees context across core edges. :func:`core_window` gives a tile's core back: keep
+    results from cores only and every pixel is counted once.
 
     Examples
     --------
     >>> [(w.col_off, w.row_off, w.width, w.height) for w in tile_windows(1500, 1000, size=1024, overlap=64)]
-    [(0, 0, 1088, 1000), (960, 0, 540, 1000)]
+    [(0, 0, 814, 1000), (686, 0, 814, 1000)]
     """
     if size <= 0 or not 0 <= overlap < size:
         raise ValueError(f"need size > overlap >= 0, got size={size}, overlap={overlap}")
+    col_step, row_step = _core_step(width, size, overlap), _core_step(height, size, overlap)
     windows = []
-    for row in range(0, height, size):
-        for col in range(0, width, size):
+    for row in range(0, height, row_step):
+        for col in range(0, width, col_step):
             col0, row0 = max(col - overlap, 0), max(row - overlap, 0)
-            col1, row1 = min(col + size + overlap, width), min(row + size + overlap, height)
+            col1, row1 = min(col + col_step + overlap, width), min(row + row_step + overlap, height)
             windows.append(Window(col0, row0, col1 - col0, row1 - row0))
     return windows
+
+
+def _core_step(extent: int, size: int, overlap: int) -> int:
+    """Side of the cores along one axis of ``extent`` pixels: the fewest cores of at most ``size``, of equal
+    side (the last short by under one pixel per core).
+
+    Equal cores are equal tasks: a 1,667 px grid cut at 1024 gave cores of 1024 and 643, and of two Dask
+    workers one finished long before the other. A core is never narrower than ``overlap + 1``, which
+    :func:`core_window` relies on to tell a tile's core from its margin.
+    """
+    count = max(1, -(-extent // size))
+    return max(-(-extent // count), overlap + 1)
 
 
 def core_window(window: Window, width: int, height: int, *, size: int = 1024, overlap: int = 64) -> Window:
@@ -282,13 +295,14 @@ def core_window(window: Window, width: int, height: int, *, size: int = 1024, ov
     --------
     >>> tiles = tile_windows(1500, 1000, size=1024, overlap=64)
     >>> [(c.col_off, c.width) for c in (core_window(t, 1500, 1000, size=1024, overlap=64) for t in tiles)]
-    [(0, 1024), (1024, 476)]
+    [(0, 750), (750, 750)]
     """
+    col_step, row_step = _core_step(width, size, overlap), _core_step(height, size, overlap)
     # Only the first core of a row or column starts at 0; every other tile starts overlap before its
-    # core, since cores start at multiples of size > overlap.
+    # core, since cores start at multiples of a step > overlap.
     col = 0 if window.col_off == 0 else int(window.col_off) + overlap
     row = 0 if window.row_off == 0 else int(window.row_off) + overlap
-    return Window(col, row, min(col + size, width) - col, min(row + size, height) - row)
+    return Window(col, row, min(col + col_step, width) - col, min(row + row_step, height) - row)
 
 
 READ_CACHE_MB = 64

@@ -125,7 +125,8 @@ def run_pipeline(
     detector : str
         Name for :func:`inspection.change.get_detector`.
     tile_size, overlap : int
-        Tile core side and the context added around it, in pixels of the detection grid.
+        Largest tile core side and the context added around it, in pixels of the detection grid; the
+        cores are cut as equal as that allows (:func:`inspection.ortho.tile_windows`), so tasks cost alike.
     min_area_m2, min_width_m : float
         Candidates smaller, and mask parts thinner, are dropped (:func:`inspection.candidates.vectorise`).
     covered_fraction : float

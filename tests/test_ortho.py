@@ -272,6 +272,14 @@ def test_tile_cores_partition_the_image(width, height, size, overlap):
     assert [(t.row_off, t.col_off) for t in tiles] == sorted((t.row_off, t.col_off) for t in tiles)
 
 
+@pytest.mark.parametrize("extent, size, cores", [(1667, 1024, [834, 833]), (2048, 1024, [1024, 1024]),
+                                                 (3000, 1024, [1000, 1000, 1000]), (900, 1024, [900])])
+def test_tile_cores_are_as_few_and_as_equal_as_size_allows(extent, size, cores):
+    """Equal cores are equal Dask tasks: a 1,667 px detection grid is two cores of 834 and 833, not 1024 and 643."""
+    tiles = tile_windows(extent, 10, size=size, overlap=64)
+    assert [core_window(t, extent, 10, size=size, overlap=64).width for t in tiles] == cores
+
+
 def test_tile_windows_rejects_overlap_as_large_as_size():
     with pytest.raises(ValueError, match="size > overlap"):
         tile_windows(100, 100, size=64, overlap=64)
