@@ -511,8 +511,9 @@ def _vectorise(client, pair, chip_pair, pair_id: str, tiles: Path, directory: Pa
 
 
 def _chip_batches(found: gpd.GeoDataFrame, tile_size: int) -> list[np.ndarray]:
-    """Candidate row numbers in one batch per detection tile (by the top-left corner of the candidate's box),
-    so a batch's task reads that neighbourhood once; cutting and encoding a chip costs a millisecond."""
+    """Candidate row numbers in one batch per ``tile_size`` square of the detection grid (by the top-left
+    corner of the candidate's box: a tile's area or less), so a batch's task reads that neighbourhood once;
+    cutting and encoding a chip costs a millisecond."""
     rows, cols = found["row0"].to_numpy(np.int64), found["col0"].to_numpy(np.int64)
     cell = rows // tile_size * (1 << 32) + cols // tile_size
     order = np.lexsort((cols, rows, cell))
@@ -534,8 +535,9 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
                shared_read_px: int, steel_edge_px: int) -> dict[str, bool]:
     """Chips and colour-steel flag of a batch of candidates.
 
-    The batch's candidates lie in one tile, so their common neighbourhood is read once when it is at most
-    ``shared_read_px`` pixels; otherwise (candidates stretching far across tiles) each is read on its own.
+    The batch's candidates start in one tile-sized square, so their common neighbourhood is read once when it
+    is at most ``shared_read_px`` pixels; otherwise (candidates stretching far across tiles) each is read on
+    its own.
     """
     cv2.setNumThreads(1)
     height, width = pair.shape
