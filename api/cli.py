@@ -451,7 +451,8 @@ def photos_command(paths, area, max_distance, height, output):
 @click.option("--detector", default="default", show_default=True, help="Change detector name.")
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="A Dask scheduler (default: a local cluster).")
 @click.option("--workers", default=2, show_default=True, help="Worker processes of the local cluster.")
-@click.option("--tile", default=1024, show_default=True, help="Largest tile side in pixels of the detection grid (tiles are cut equal).")
+@click.option("--tile", default=1024, show_default=True,
+              help="Largest tile side in pixels of the detection grid (tiles are cut equal).")
 @click.option("--min-area", default=4.0, show_default=True, help="Smallest candidate kept (m²).")
 @click.option("--resolution", default=0.3, show_default=True,
               help="Ground resolution (m) of the working grid, where chips are cut: a multiple of the survey's "

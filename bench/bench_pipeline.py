@@ -172,6 +172,11 @@ def timed_runs(before: Path, after: Path, workdir: Path, n_workers: int, tile: i
     return seconds, peaks, len(found)
 
 
+def _runs_text(seconds: list[float]) -> str:
+    """The timings of :func:`timed_runs`, first run and warm runs, as printed."""
+    return f"first run {seconds[0]:.2f} s, warm runs {', '.join(f'{s:.2f}' for s in seconds[1:])} s"
+
+
 def synthetic_pair(directory: Path, size: int, resolution: float) -> tuple[Path, Path]:
     """A ``size`` px square JPEG COG pair of the demo street at ``resolution`` m, written once and reused."""
     from inspection.synthetic import survey_pair
@@ -225,9 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                                                detector=args.detector)
             small_peaks += peaks
             warm[workers] = min(seconds[1:])
-            print(f"  pipeline, {workers} worker(s): first run {seconds[0]:.2f} s, warm runs "
-                  f"{', '.join(f'{s:.2f}' for s in seconds[1:])} s, {count} candidates, worker peaks {peaks} MB",
-                  flush=True)
+            print(f"  pipeline, {workers} worker(s): {_runs_text(seconds)}, {count} candidates, "
+                  f"worker peaks {peaks} MB", flush=True)
             for run, value in (("first", seconds[0]), ("warm (best)", warm[workers])):
                 summary.append(f"  {label}, {workers} worker(s), {run} run: {mp / value:6.1f} MP/s, per core "
                                f"{decode_s / (value * workers):.2f} of imdecode's {decode_mp_s:.0f} MP/s")
@@ -249,10 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     for workers in (1, 2):
         big_runs[workers] = timed_runs(big / "before.tif", big / "after.tif", args.dir / "work-big", workers,
                                        args.tile, runs=RUNS, detector=args.detector)
-        first, *rest = big_runs[workers][0]
         print(f"pipeline on {args.mosaic} x {args.mosaic} pair ({big_mp:.0f} MP), {workers} worker(s): "
-              f"first run {first:.2f} s, warm runs {', '.join(f'{s:.2f}' for s in rest)} s, "
-              f"worker peaks {big_runs[workers][1]} MB", flush=True)
+              f"{_runs_text(big_runs[workers][0])}, worker peaks {big_runs[workers][1]} MB", flush=True)
     big_peaks = big_runs[1][1] + big_runs[2][1]
 
     print("\nsummary (target: per core at least 0.33 of cv2.imdecode on one thread)")

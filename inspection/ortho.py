@@ -275,7 +275,7 @@ def tile_windows(width: int, height: int, *, size: int = 1024, overlap: int = 64
 
 def _core_step(extent: int, size: int, overlap: int) -> int:
     """Side of the cores along one axis of ``extent`` pixels: the fewest cores of at most ``size``, of equal
-    side (the last short by under one pixel per core).
+    side but the last, which is short by fewer pixels than there are cores.
 
     Equal cores are equal tasks: a 1,667 px grid cut at 1024 gave cores of 1024 and 643, and of two Dask
     workers one finished long before the other. A core is never narrower than ``overlap + 1``, which
