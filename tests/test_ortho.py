@@ -540,6 +540,30 @@ def test_tiles_of_a_deflate_cog_decode_exactly(tmp_path):
         np.testing.assert_array_equal(tiles[0], gdal_level_read(path, window, factor))
 
 
+def test_a_factor_between_overviews_is_read_as_block_means_of_a_finer_one(tmp_path, monkeypatch):
+    # A 5 cm survey on a 60 cm grid: 12x, between its 8x and 16x overviews. Its 4x overview's pixels are
+    # averaged 3 x 3, rather than GDAL resampling the 8x one by 1.5 at a tenth of the speed.
+    from inspection import ortho
+
+    image = cv2.GaussianBlur(np.random.default_rng(11).integers(0, 255, (1200, 1200, 3), dtype=np.uint8), (0, 0), 4)
+    path = write_ortho(tmp_path / "m.tif", image, Affine(0.05, 0, 500_000, 0, -0.05, 3_350_000), "EPSG:4549")
+    with rasterio.open(path) as ds:
+        assert 4 in ds.overviews(1) and 12 not in ds.overviews(1)
+    levels, read_tiles = [], ortho._read_tiles
+    monkeypatch.setattr(ortho, "_read_tiles", lambda path, source, factor, **kw: levels.append(factor)
+                        or read_tiles(path, source, factor, **kw))
+    pair = SurveyPair(path, path, resolution=0.6)
+    assert pair.unwarped and pair.shape == (100, 100)
+    before, after, valid = pair.read(Window(10, 20, 60, 40))
+    assert levels == [4, 4] and valid.all() and np.array_equal(before, after)
+    level = gdal_level_read(path, Window(120, 240, 720, 480), 4).astype(float)  # (120, 180, 3)
+    expected = level.reshape(40, 3, 60, 3, 3).mean(axis=(1, 3))
+    assert np.abs(before - expected).max() <= 1  # exact block means, rounded
+    monkeypatch.undo()
+    gdal = gdal_level_read(path, Window(120, 240, 720, 480), 12).astype(float)  # GDAL, from the 8x overview
+    assert np.abs(before - gdal).mean() < 2  # the same ground, averaged a little differently
+
+
 def test_layouts_the_tile_path_does_not_take_go_to_gdal(orthophotos, tmp_path):
     from inspection.ortho import _read_tiles
 
