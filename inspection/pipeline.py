@@ -18,8 +18,8 @@ Stages, in order, each writing under ``workdir/<pair-id>/<stage>/`` (ODM-style):
 ``detect``
     One Dask task per tile: read both surveys over the tile (with overlap), shift the after survey,
     run the detector, cut the thin parts off the mask and vectorise the tile's core into pieces in global
-    pixel coordinates. Each task writes its core mask (PNG) and pieces (NPZ); tasks get paths and windows,
-    never pixels, so a worker's memory follows the tile size whatever the mosaic size.
+    pixel coordinates. Each task writes its core mask (1-bit PNG) and pieces (NPZ); tasks get paths and
+    windows, never pixels, so a worker's memory follows the tile size whatever the mosaic size.
 ``vectorise``
     Pieces touching across core borders are merged, small regions dropped, ids assigned
     (:mod:`inspection.candidates`); then colour-steel flags and before/after chips, again as Dask tasks
@@ -56,7 +56,6 @@ import cv2
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.windows import Window
@@ -71,11 +70,14 @@ from inspection.ortho import SurveyPair, core_window, read_ortho_info, stac_item
 Progress = Callable[[str, int, int], None]
 STAGES: tuple[str, ...] = ("ingest", "check", "align", "detect", "vectorise", "match", "locate")
 FINAL_NAME = "candidates.geojson"
-# Tiles sampled for the global shift, and their side: five 512 px tiles (centre and the four quadrant
-# centres) are a few megapixels whatever the mosaic size, and the median ignores one that falls on a
-# changed or featureless area. A grid under about 1000 px a side has fewer: the samples would overlap.
-ALIGN_SAMPLES = 5
+# Tiles sampled for the global shift: 512 px at the four quadrant centres, a megapixel whatever the
+# mosaic size, in a whole number of rounds on one, two or four workers; their median (the mean of the
+# middle two) ignores one that falls on a changed or featureless area. On a grid the four would cover
+# more than ALIGN_MAX_SHARE of, the centre's alone: reading most of the grid twice to estimate one shift
+# costs more than it saves, and the detector registers each tile itself too. (Until 2026-12-07 the centre
+# and the quadrants, five tasks, which two workers took three rounds to run.)
 ALIGN_SIDE = 512
+ALIGN_MAX_SHARE = 0.5
 # A tile's chips are cut from one read of their common neighbourhood when that is at most this many tiles
 # in area: one read of a tile with its margins costs a fraction of dozens of small reads of it.
 CHIP_SHARED_READ_TILES = 1.5
@@ -188,7 +190,8 @@ def run_pipeline(
             check.finish()
         report("check", 1, 1)
 
-        align = _Stage(root, "align", {"upstream": check.key, "samples": ALIGN_SAMPLES, "side": ALIGN_SIDE})
+        align = _Stage(root, "align", {"upstream": check.key, "samples": "quadrants", "side": ALIGN_SIDE,
+                                       "max_share": ALIGN_MAX_SHARE})
         if not align.done:
             align.start()
             shift = _estimate_shift(cluster.client, pair, report)
@@ -213,6 +216,7 @@ def run_pipeline(
         vectorise = _Stage(root, "vectorise", {"upstream": detect.key, "min_area_m2": min_area_m2,
                                                "pad": CHIP_PAD, "size": CHIP_SIZE, "chips": "jpeg",
                                                "steel_edge_m": cand.STEEL_EDGE_M})
+        found = None  # a stage's output when it ran in this call, handed on without reading it back
         if not vectorise.done:
             vectorise.start()
             found = _vectorise(cluster.client, pair, chip_pair, pair_id, detect.dir, vectorise.dir, root, shift,
@@ -228,7 +232,7 @@ def run_pipeline(
                                    "covered_fraction": covered_fraction, "join_m": cand.CHANGE_JOIN_M})
     if not match.done:
         match.start()
-        found = _read_frame(vectorise.dir / "candidates.geojson")
+        found = _read_frame(vectorise.dir / "candidates.geojson") if found is None else found
         if buildings is not None:
             found = cand.match_buildings(found, buildings, covered_fraction=covered_fraction)
             found = cand.join_building_changes(found)
@@ -236,12 +240,14 @@ def run_pipeline(
             found = found.assign(match=cand.MATCH_NEW, building_code=None, covered=0.0, building_share=np.nan)
         _write_frame(found, match.dir / "candidates.geojson")
         match.finish()
+    else:
+        found = None  # what the locate stage wants is on disk only
     report("match", 1, 1)
 
     locate = _Stage(root, "locate", {"upstream": match.key, "units": _fingerprint(units)})
     if not locate.done or not final.exists():
         locate.start()
-        found = _read_frame(match.dir / "candidates.geojson")
+        found = _read_frame(match.dir / "candidates.geojson") if found is None else found
         if units is not None:
             from gridmap.locate import UnitLocator
 
@@ -360,23 +366,32 @@ class _Cluster:
 
 
 def _estimate_shift(client, pair: SurveyPair, report: Progress) -> dict:
-    height, width = pair.shape
-    side_y, side_x = min(ALIGN_SIDE, height), min(ALIGN_SIDE, width)
-    centres = [(0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)][:ALIGN_SAMPLES]
-    windows: list[tuple[int, int]] = []
-    for fy, fx in centres:
-        col = min(max(int(fx * width) - side_x // 2, 0), width - side_x)
-        row = min(max(int(fy * height) - side_y // 2, 0), height - side_y)
-        # On a grid not much larger than a sample, the samples would be mostly the same pixels: one whose
-        # overlap with a chosen one is a quarter of it or more adds little but a read.
-        if all(max(side_x - abs(col - c), 0) * max(side_y - abs(row - r), 0) < side_x * side_y / 4
-               for c, r in windows):
-            windows.append((col, row))
+    windows, side_x, side_y = _align_windows(*pair.shape)
     futures = [client.submit(_shift_task, pair, col, row, side_x, side_y, pure=False) for col, row in windows]
     shifts = _gather(futures, "align", report)
     found = [s for s in shifts if s != (0.0, 0.0)]
     dx, dy = (float(np.median([s[0] for s in found])), float(np.median([s[1] for s in found]))) if found else (0.0, 0.0)
     return {"dx": dx, "dy": dy, "samples": [list(s) for s in shifts]}
+
+
+def _align_windows(height: int, width: int) -> tuple[list[tuple[int, int]], int, int]:
+    """The alignment samples of a ``height`` x ``width`` grid: their (column, row) corners and their side
+    (width, height); see :data:`ALIGN_SIDE`.
+
+    >>> _align_windows(1667, 1667)[0]
+    [(160, 160), (994, 160), (160, 994), (994, 994)]
+    >>> _align_windows(1024, 1024)  # the four would cover all of it
+    ([(256, 256)], 512, 512)
+    """
+    side_y, side_x = min(ALIGN_SIDE, height), min(ALIGN_SIDE, width)
+
+    def corner(fy: float, fx: float) -> tuple[int, int]:
+        return (min(max(int(fx * width) - side_x // 2, 0), width - side_x),
+                min(max(int(fy * height) - side_y // 2, 0), height - side_y))
+
+    if 4 * side_x * side_y <= ALIGN_MAX_SHARE * height * width:
+        return [corner(fy, fx) for fy in (0.25, 0.75) for fx in (0.25, 0.75)], side_x, side_y
+    return [corner(0.5, 0.5)], side_x, side_y
 
 
 def _warm_up_workers(client, detector: str) -> list:
@@ -387,14 +402,22 @@ def _warm_up_workers(client, detector: str) -> list:
             for address in client.scheduler_info()["workers"]]
 
 
+#: Detectors this process has run :func:`_warm_up` for: a warm worker skips it, rather than run a detection
+#: ahead of the run's first real task.
+_WARM: set[str] = set()
+
+
 def _warm_up(detector: str) -> None:
     """Run ``detector`` once on a tiny pair: imports, model loading and first-call allocations."""
+    if detector in _WARM:
+        return
     cv2.setNumThreads(1)
     try:
         tiny = np.zeros((64, 64, 3), np.uint8)
         get_detector(detector).detect(tiny, tiny)
     except InspectionError:
-        pass  # an unknown name or a broken model is reported by the detect stage, with its reason
+        return  # an unknown name or a broken model is reported by the detect stage, with its reason
+    _WARM.add(detector)
 
 
 def _shift_task(pair: SurveyPair, col: int, row: int, width: int, height: int) -> tuple[float, float]:
@@ -450,7 +473,9 @@ def _detect_task(pair: SurveyPair, window: tuple, core: tuple, shift: tuple[floa
     )
     path = Path(out)
     core_mask = mask[r0 : r0 + core_height, c0 : c0 + core_width]
-    ok, png = cv2.imencode(".png", core_mask.astype(np.uint8) * 255, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    # A 1-bit PNG (a fifth of the 8-bit one's encoding time): OpenCV reads it back as 0/255, GDAL as 0/1.
+    ok, png = cv2.imencode(".png", core_mask.astype(np.uint8) * 255,
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_BILEVEL, 1])
     if not ok:  # pragma: no cover - a uint8 single-band image always encodes
         raise InspectionError(f"PNG encoding of tile mask {path.name} failed")
     _write_bytes(path.with_suffix(".png"), png.tobytes())
@@ -551,22 +576,22 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
     boxes = [neighbourhood(box) for _, box, _ in items]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     u0, v0, u1, v1 = union
-    outlines = [shapely.from_wkb(wkb) for _, _, wkb in items]
+    outlines = shapely.from_wkb([wkb for _, _, wkb in items])
+    shapely.prepare(outlines)
     if len(items) == 1 or (u1 - u0) * (v1 - v0) <= shared_read_px:
         whole_before, whole_after, _ = pair.read(Window(u0, v0, u1 - u0, v1 - v0))
-        # One rasterisation for the batch (candidates never overlap): GDAL's set-up costs a millisecond a call.
-        numbers = _rasterize(outlines, pair.transform, (u0, v0, u1, v1))
 
-        def read(k, c0, r0, c1, r1):
+        def read(c0, r0, c1, r1):
             inside = (slice(r0 - v0, r1 - v0), slice(c0 - u0, c1 - u0))
-            return whole_before[inside], whole_after[inside], numbers[inside] == k + 1
+            return whole_before[inside], whole_after[inside]
     else:
-        def read(k, c0, r0, c1, r1):
-            return (*pair.read(Window(c0, r0, c1 - c0, r1 - r0))[:2],
-                    _rasterize([outlines[k]], pair.transform, (c0, r0, c1, r1)) == 1)
+        def read(c0, r0, c1, r1):
+            return pair.read(Window(c0, r0, c1 - c0, r1 - r0))[:2]
     flags = {}
-    for k, ((candidate_id, (col0, row0, col1, row1), _), (c0, r0, c1, r1)) in enumerate(zip(items, boxes, strict=True)):
-        before, after, region = read(k, c0, r0, c1, r1)
+    for (candidate_id, (col0, row0, col1, row1), _), outline, (c0, r0, c1, r1) in zip(items, outlines, boxes,
+                                                                                      strict=True):
+        before, after = read(c0, r0, c1, r1)
+        region = _pixels_inside(outline, pair.transform, (c0, r0, c1, r1))
         after = _shifted(after, shift)
         flags[candidate_id] = cand.colour_steel_flag(after, region, edge_px=steel_edge_px)
         before_jpeg, after_jpeg = cand.chips(
@@ -583,13 +608,17 @@ def _chip_task(pair: SurveyPair, items: list, shift: tuple[float, float], direct
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-def _rasterize(outlines: list, transform: Affine, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The outlines burnt into the grid's pixels ``box`` (col0, row0, col1, row1), numbered from 1 in order."""
+def _pixels_inside(outline, transform: Affine, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Which pixels of the grid's ``box`` (col0, row0, col1, row1) have their centre inside ``outline``.
+
+    A test of the box's pixel centres against the (prepared) outline: GDAL's rasterisation of a batch's
+    neighbourhood at once cost a fifth of a chip task, most of it on pixels no candidate covers.
+    """
     col0, row0, col1, row1 = box
-    return rasterio.features.rasterize(
-        [(outline, k + 1) for k, outline in enumerate(outlines)], out_shape=(row1 - row0, col1 - col0),
-        transform=transform @ Affine.translation(col0, row0), dtype=np.int32,
-    )
+    cols, rows = np.arange(col0, col1) + 0.5, np.arange(row0, row1)[:, None] + 0.5
+    xs = transform.c + transform.a * cols + transform.b * rows
+    ys = transform.f + transform.d * cols + transform.e * rows
+    return shapely.contains_xy(outline, xs, ys)
 
 
 def _shifted(after: np.ndarray, shift: tuple[float, float]) -> np.ndarray:

@@ -181,6 +181,29 @@ def _no_wide_reads(read):
     return checked
 
 
+def test_candidate_pixels_are_those_whose_centre_is_inside_as_gdal_burns_them():
+    import rasterio.features
+    from affine import Affine
+
+    from inspection.pipeline import _pixels_inside
+
+    # A projected grid of 0.3 m pixels far from the origin, a ring with a hole and a slanted edge, and a box
+    # that cuts through the outline: the pixels are those GDAL burns (centre inside), box-relative.
+    transform = Affine(0.3, 0, 500_000.0, 0, -0.3, 4_400_000.0)
+    outline = shapely.Polygon(
+        [(500_003.1, 4_399_996.9), (500_012.2, 4_399_995.1), (500_010.9, 4_399_984.3), (500_002.7, 4_399_986.2)],
+        holes=[[(500_005.2, 4_399_992.9), (500_008.1, 4_399_992.9), (500_008.1, 4_399_989.8),
+                (500_005.2, 4_399_989.8)]],
+    )
+    box = (12, 8, 38, 50)  # col0, row0, col1, row1
+    inside = _pixels_inside(outline, transform, box)
+    burnt = rasterio.features.rasterize([(outline, 1)], out_shape=(box[3] - box[1], box[2] - box[0]),
+                                        transform=transform @ Affine.translation(box[0], box[1])) == 1
+    assert inside.shape == burnt.shape == (42, 26)
+    assert 300 < inside.sum() < inside.size  # the box holds part of the ring, not all of it
+    assert (inside == burnt).all()
+
+
 def test_working_grid_is_an_overview_of_a_cog_pair(tmp_path):
     from affine import Affine
 
