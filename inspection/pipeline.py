@@ -628,19 +628,24 @@ def _shifted(after: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
 
 
 def _gather(futures: list, stage: str, report: Progress, *, start: int = 0, total: int | None = None) -> list:
-    """Results of ``futures`` in submission order, reporting each completion."""
+    """Results of ``futures`` in submission order, reporting each completion.
+
+    The results come with the completions (``with_results``): asking each future for its result afterwards
+    cost a round trip to the client's event loop apiece, time in which the workers wait for the next stage.
+    A task's error is raised here, with its traceback.
+    """
     from distributed import as_completed
 
     total = len(futures) if total is None else total
     done = start
-    for future in as_completed(futures):
-        future.result()  # raises the task's error here, with its traceback
+    results = {}
+    for future, result in as_completed(futures, with_results=True):
+        results[future.key] = result
         done += 1
         report(stage, done, total)
-    results = [f.result() for f in futures]
     for future in futures:
         future.release()
-    return results
+    return [results[future.key] for future in futures]
 
 
 def _window_tuple(window: Window) -> tuple[int, int, int, int]:
