@@ -54,7 +54,7 @@ def worker_peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-RUNS = 4  # pipeline runs per cluster: one first, three warm
+RUNS = 6  # pipeline runs per cluster: one first, five warm
 DECODE_REPEATS = 5
 
 
