@@ -1,6 +1,6 @@
 """The learned change detector (``learned``, the project's ``default``): a small siamese U-Net run by onnxruntime.
 
-The network (about 0.6 M parameters, weights in ``inspection/models/change_net.onnx``) is trained by
+The network (about 0.8 M parameters, weights in ``inspection/models/change_net.onnx``) is trained by
 ``scripts/train_change_model.py`` from the labelled real pairs in ``../shared/data/changes`` and from
 synthetic scenes; ``inspection/models/change_net.json`` beside it records how its inputs are prepared, the
 scale it works at, its thresholds, what it was trained on and its scores on pairs held out of training.
