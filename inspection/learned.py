@@ -42,6 +42,7 @@ import numpy as np
 from inspection.change import (
     ChangeResult,
     _fill_holes,
+    _regions,
     check_pair,
     estimate_shift,
     register,
@@ -337,7 +338,7 @@ class LearnedChangeDetector:
         mask = _fill_holes(mask)
         # At the working scale: the cut is two working pixels wide, so it stays open when upsampled.
         mask = split_at_cores(mask > 0, core > core_threshold).astype(np.uint8)
-        _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        _, labels, stats = _regions(mask)
         keep = stats[:, cv2.CC_STAT_AREA] >= self.min_area / step**2
         keep[0] = False
         mask = keep[labels].astype(np.uint8)
@@ -368,7 +369,7 @@ def split_at_cores(mask: np.ndarray, cores: np.ndarray) -> np.ndarray:
     count, core_labels = cv2.connectedComponents(cores.astype(np.uint8), connectivity=8)
     if count <= 2:
         return mask  # fewer than two cores: nothing to split
-    regions, region_labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions, region_labels, stats = _regions(mask.astype(np.uint8))
     # Regions holding at least two cores; only their boxes are worked on (most regions hold one).
     region_of_core = np.zeros(count, np.int64)
     region_of_core[core_labels[cores]] = region_labels[cores]  # a core lies inside one region
