@@ -704,12 +704,16 @@ def scan_thresholds(model_path: Path, maps, thresholds, core_thresholds) -> list
     return rows
 
 
+#: The counts a figures record keeps beside its ratios (all of ``evaluate.COUNT_KEYS`` but the true negatives),
+#: so that records of folds can be summed into pooled ones.
+FIGURE_COUNTS = ("tp", "fp", "fn", "label_objects", "found_objects", "pred_objects", "correct_objects")
+
+
 def _figures(counts: dict) -> dict:
     m = metrics(counts)
     keep = ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision", "object_recall")
     return {k: (None if m[k] != m[k] else round(float(m[k]), 4)) for k in keep} | {
-        k: int(counts[k]) for k in ("tp", "fp", "fn", "label_objects", "found_objects", "pred_objects",
-                                    "correct_objects")
+        k: int(counts[k]) for k in FIGURE_COUNTS
     }
 
 
@@ -718,8 +722,8 @@ def print_table(title: str, results: dict) -> None:
     print(f"{'set':10s} {'detector':9s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} {'objP':>6s} {'objR':>6s}")
     for set_name, by_det in results.items():
         for name, f in by_det.items():
-            cells = [f.get(k) for k in ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision",
-                                        "object_recall")]
+            cells = [f[k] for k in ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision",
+                                    "object_recall")]
             print(f"{set_name:10s} {name:9s} " + " ".join("     -" if c is None else f"{c:6.3f}" for c in cells))
 
 
@@ -841,8 +845,8 @@ def merge_folds(out: Path, work: Path, scheme: str, k: int) -> None:
                 if set_name == "pooled" or det == "learned":
                     continue
                 acc = counts.setdefault(set_name, {}).setdefault(det, dict.fromkeys(COUNT_KEYS, 0))
-                for key in ("tp", "fp", "fn", "label_objects", "found_objects", "pred_objects", "correct_objects"):
-                    acc[key] += figures.get(key, 0)
+                for key in FIGURE_COUNTS:
+                    acc[key] += figures[key]
     _load.cache_clear()
     detector = LearnedChangeDetector(model_path=str(out / "change_net.onnx"), threshold=best["threshold"],
                                      core_threshold=best["core_threshold"])
