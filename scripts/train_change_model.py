@@ -709,6 +709,8 @@ def scan_thresholds(model_path: Path, maps, thresholds, core_thresholds) -> list
     return rows
 
 
+#: The ratios a figures record keeps, in the order the tables print them.
+FIGURE_RATIOS = ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision", "object_recall")
 #: The counts a figures record keeps beside its ratios (all of ``evaluate.COUNT_KEYS`` but the true negatives),
 #: so that records of folds can be summed into pooled ones.
 FIGURE_COUNTS = ("tp", "fp", "fn", "label_objects", "found_objects", "pred_objects", "correct_objects")
@@ -716,8 +718,7 @@ FIGURE_COUNTS = ("tp", "fp", "fn", "label_objects", "found_objects", "pred_objec
 
 def _figures(counts: dict) -> dict:
     m = metrics(counts)
-    keep = ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision", "object_recall")
-    return {k: (None if m[k] != m[k] else round(float(m[k]), 4)) for k in keep} | {
+    return {k: (None if m[k] != m[k] else round(float(m[k]), 4)) for k in FIGURE_RATIOS} | {
         k: int(counts[k]) for k in FIGURE_COUNTS
     }
 
@@ -727,8 +728,7 @@ def print_table(title: str, results: dict) -> None:
     print(f"{'set':10s} {'detector':9s} {'P':>6s} {'R':>6s} {'F1':>6s} {'IoU':>6s} {'objP':>6s} {'objR':>6s}")
     for set_name, by_det in results.items():
         for name, f in by_det.items():
-            cells = [f[k] for k in ("pixel_precision", "pixel_recall", "pixel_f1", "iou", "object_precision",
-                                    "object_recall")]
+            cells = [f[k] for k in FIGURE_RATIOS]
             print(f"{set_name:10s} {name:9s} " + " ".join("     -" if c is None else f"{c:6.3f}" for c in cells))
 
 
