@@ -79,7 +79,8 @@ EMA_DECAY = 0.998  # weight averaging: about the last 500 steps
 # Training steps (batches of --batch crops). 6,000 rather than 4,000: held out 0.575 / 0.702 against 0.588 / 0.656
 # (106 rather than 99 of 151 buildings found, object precision 0.331 against 0.288), about 32 min a model on
 # one thread. 8,000 overfit (folds 0 and 1: 0.541 / 0.533, against 0.590 / 0.705 at 6,000): the figures move
-# by hundredths with the length of training alone, and as much with the seed (2027: 0.560 / 0.623).
+# by hundredths with the length of training alone, and as much with the seed (2027: 0.560 / 0.623;
+# 2028: 0.529 / 0.636).
 STEPS = 6000
 
 
