@@ -76,7 +76,7 @@ CHANNELS = (16, 32, 48, 96, 160)
 UNIT_SPLIT = 512  # real pairs at least this wide are cut into quadrants (validation units)
 CORE_DEPTH = 0.5  # an object's core: pixels at least this share of its inner radius deep
 # Weight averaging: about the last 500 steps. A stochastic-weight-averaging tail after the schedule (three
-# cosine cycles of 500 steps) scored the same held out in the same runs (0.577 / 0.662 against 0.577 / 0.689).
+# cosine cycles of 500 steps) scored no better held out, in the same runs (0.577 / 0.662 against 0.577 / 0.689).
 EMA_DECAY = 0.998
 # Training steps (batches of --batch crops). 6,000 rather than 4,000: held out 0.575 / 0.702 against 0.588 / 0.656
 # (106 rather than 99 of 151 buildings found, object precision 0.331 against 0.288), about 32 min a model on
