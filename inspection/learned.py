@@ -21,7 +21,9 @@ Steps of :meth:`LearnedChangeDetector.detect`:
 3. Tiled inference at the working scale (half resolution; both images are reduced and turned into 8-bit
    Lab once): tiles of ``tile`` x ``tile`` working pixels with ``margin`` pixels of context on each side
    (mirrored at the image's edges); only the tile's core is kept, so no pixel of the output comes from a
-   seam between tiles, and a 20,000 px image never becomes one huge float tensor.
+   seam between tiles, and a 20,000 px image never becomes one huge float tensor. The network takes each
+   date as 8-bit bytes: the standardisation and the model's own input quantisation are one 256-entry table
+   per channel (:func:`input_tables`), applied to the Lab bytes of the tile.
 4. Threshold of the change probability, opening and closing, hole filling.
 5. Splitting into buildings (:func:`split_at_cores`): the network's second map marks each building's core;
    a region holding several cores is cut along the lines halfway between them, so neighbouring new houses
@@ -50,8 +52,8 @@ from inspection.change import (
 )
 from inspection.errors import DetectorError
 
-__all__ = ["MODEL_FORMAT", "MODEL_PATH", "LearnedChangeDetector", "encode_pair", "load_model_info", "pair_statistics",
-           "split_at_cores"]
+__all__ = ["MODEL_FORMAT", "MODEL_PATH", "LearnedChangeDetector", "encode_pair", "input_tables", "load_model_info",
+           "pair_statistics", "split_at_cores"]
 
 #: The committed model; its metadata is the same path with ``.json``.
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "change_net.onnx"
@@ -132,6 +134,27 @@ def encode_pair(before: np.ndarray, after: np.ndarray, stats: np.ndarray) -> np.
     return np.stack(planes)
 
 
+def input_tables(stats: np.ndarray, quantization: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Lookup tables (1 x 256 x 3 uint8, for ``cv2.LUT``) taking each date's 8-bit Lab to the network's input.
+
+    An entry is the standardised value (:func:`encode_pair`'s float32 arithmetic) quantised as the model's
+    ``QuantizeLinear`` did it when the model took floats (divide by the scale, round half to even, add the
+    zero point, saturate), so the table gives the bytes the graph computed, for a 256th of the work.
+    ``quantization`` is the metadata's ``input_quantization``: ``{"before": [scale, zero point], "after": ...}``.
+    """
+    levels = np.arange(256, dtype=np.float32)
+    scale_b, offset_b, scale_a, offset_a = _affine(stats)
+    tables = []
+    for name, scale, offset in (("before", scale_b, offset_b), ("after", scale_a, offset_a)):
+        step, zero_point = np.float32(quantization[name][0]), int(quantization[name][1])
+        table = np.empty((1, 256, 3), np.uint8)
+        for c in range(3):
+            value = _standardised(levels, scale[c], offset[c])
+            table[0, :, c] = np.clip(np.rint(value / step) + zero_point, 0, 255)
+        tables.append(table)
+    return tables[0], tables[1]
+
+
 def _working_lab(image: np.ndarray, step: int) -> np.ndarray:
     """``image`` at 1/``step`` scale (area average; a last partial row or column mirrored to a whole step)
     in uint8 Lab."""
@@ -144,8 +167,8 @@ def _working_lab(image: np.ndarray, step: int) -> np.ndarray:
 
 
 #: The metadata format this module reads, and the keys it needs from it.
-MODEL_FORMAT = "gridmap change_net 2"
-_MODEL_KEYS = ("step", "multiple", "threshold", "core_threshold")
+MODEL_FORMAT = "gridmap change_net 3"
+_MODEL_KEYS = ("step", "multiple", "threshold", "core_threshold", "input_quantization")
 
 
 def load_model_info(model_path: str | Path = MODEL_PATH) -> dict:
@@ -174,11 +197,11 @@ class _Network:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001  (onnxruntime raises its own untyped errors for a bad file)
             raise DetectorError(f"{path}: onnxruntime cannot load the change model ({error})") from None
-        self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, blob: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run(None, {self.input: blob[None]})[:1]
-        return np.asarray(out, dtype=np.float32).reshape(-1, *blob.shape[1:])
+    def __call__(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """Logits (2 x H x W float32) of a pair of H x W x 3 input tiles (uint8, see :func:`input_tables`)."""
+        (out,) = self.session.run(None, {"before": before[None], "after": after[None]})[:1]
+        return np.asarray(out, dtype=np.float32).reshape(-1, *before.shape[:2])
 
 
 @lru_cache(maxsize=8)
@@ -287,11 +310,8 @@ class LearnedChangeDetector:
         step, multiple = self.input_step, int(info["multiple"])
         lab_b, lab_a = _working_lab(before, step), _working_lab(after, step)
         lab_a = shift_image(lab_a, -shift[0] / step, -shift[1] / step)
-        scale_b, offset_b, scale_a, offset_a = _affine(lab_statistics(lab_b, lab_a))
+        table_b, table_a = input_tables(lab_statistics(lab_b, lab_a), info["input_quantization"])
         hs, ws = lab_b.shape[:2]
-        planes = [(plane, scale[c], offset[c])
-                  for lab, scale, offset in ((lab_b, scale_b, offset_b), (lab_a, scale_a, offset_a))
-                  for c, plane in enumerate(cv2.split(lab))]
         prob = np.zeros((2, hs, ws), np.float32)
         tile = max(16, int(self.tile))
         margin = max(0, int(self.margin))
@@ -308,11 +328,10 @@ class LearnedChangeDetector:
                 bottom, right = min(margin - (cy1 - y1), edge), min(margin - (cx1 - x1), edge)
                 bottom += -((cy1 - cy0) + top + bottom) % multiple
                 right += -((cx1 - cx0) + left + right) % multiple
-                blob = np.empty((6, cy1 - cy0 + top + bottom, cx1 - cx0 + left + right), np.float32)
-                for k, (plane, scale, offset) in enumerate(planes):
-                    blob[k] = _pad(_standardised(plane[cy0:cy1, cx0:cx1], scale, offset), top, bottom, left, right)
-                origin_y, origin_x = cy0 - top, cx0 - left  # of the blob, in working pixels
-                logits = net(blob)
+                window = (slice(cy0, cy1), slice(cx0, cx1))
+                logits = net(cv2.LUT(_pad(lab_b[window], top, bottom, left, right), table_b),
+                             cv2.LUT(_pad(lab_a[window], top, bottom, left, right), table_a))
+                origin_y, origin_x = cy0 - top, cx0 - left  # of the network's input, in working pixels
                 prob[:, y0:y1, x0:x1] = _sigmoid(
                     logits[:, y0 - origin_y : y1 - origin_y, x0 - origin_x : x1 - origin_x]
                 )

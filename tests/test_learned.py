@@ -174,6 +174,25 @@ def test_real_pairs_beat_the_baseline(shared_data):
     assert learned > baseline, f"learned pooled F1 {learned:.3f} not above baseline {baseline:.3f}"
 
 
+def test_input_tables_give_the_quantised_standardised_lab_of_each_date(street):
+    """The bytes the network gets are encode_pair's float input (each date's standardised Lab), quantised:
+    within half a step of it, or at the end of the byte range where it lies outside."""
+    from inspection.learned import _working_lab, encode_pair, input_tables, pair_statistics
+
+    before, after = street, relit(street, 1.5, -0.5)
+    stats = pair_statistics(before, after)
+    expected = encode_pair(before, after, stats)  # 6 x H x W: before's L, a, b, then after's
+    quantization = load_model_info()["input_quantization"]
+    tables = input_tables(stats, quantization)
+    for k, (name, image) in enumerate((("before", before), ("after", after))):
+        scale, zero_point = quantization[name]
+        got = (cv2.LUT(_working_lab(image, 1), tables[k]).astype(np.float32) - zero_point) * scale
+        want = np.clip(np.moveaxis(expected[3 * k : 3 * k + 3], 0, -1),
+                       -zero_point * scale, (255 - zero_point) * scale)
+        assert np.abs(got - want).max() <= scale / 2 + 1e-5, name
+    assert not np.array_equal(tables[0], tables[1])  # each date its own standardisation
+
+
 def test_split_at_cores_cuts_joined_buildings_apart_and_leaves_single_ones_whole():
     from inspection.learned import split_at_cores
 
