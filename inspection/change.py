@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -540,12 +541,47 @@ register(BuildingCVADetector())
 # --------------------------------------------------------------------------------------------------------
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """An image file as a uint8 RGB array (alpha dropped, grey expanded)."""
+#: Largest image :func:`read_rgb` decodes whole: a pair of them and the detectors' working copies take about
+#: 20 bytes a pixel at the peak (3 GB here); a larger mosaic goes through ``gridmap detect``, which reads it
+#: in windows. The same bound as a drone photo's (:data:`inspection.photos.DEFAULT_MAX_PIXELS`).
+MAX_IMAGE_PIXELS = 150_000_000
+
+
+def read_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as a uint8 RGB array (alpha dropped, grey expanded), checked by
+    :func:`check_image_size` first."""
+    check_image_size(path, max_pixels)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"{path}: not a readable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_image_size(path: str | os.PathLike, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse (:class:`ImageError`) an image file of more than ``max_pixels`` from its header, before a pixel is
+    decoded: a 770 kB PNG of a flat 16,000 px square would otherwise take 36 s and 5 GB to compare with itself.
+
+    A format Pillow does not know is left to OpenCV, which refuses more than 2^30 pixels itself.
+    """
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our bound decides
+        try:
+            with Image.open(path) as header:
+                width, height = header.size
+                size, pixels = f"{width} x {height} px", width * height
+        except Image.DecompressionBombError as error:  # Pillow's own bound (179 MP), above ours
+            counted = re.search(r"\((\d+) pixels\)", str(error))
+            pixels = int(counted.group(1)) if counted else max_pixels + 1
+            size = f"{pixels:,} px" if counted else "the image"
+        except (OSError, ValueError):  # not an image Pillow knows, or no file: imread reports it
+            return
+    if pixels > max_pixels:
+        raise ImageError(f"{path}: {size} is more than the {max_pixels / 1e6:.0f} MP an image is read whole; "
+                         "run a larger orthomosaic through `gridmap detect`, which reads it in windows")
 
 
 def write_change_mask(

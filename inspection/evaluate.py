@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from inspection.change import check_image_size, get_detector, read_rgb
 from inspection.errors import DetectorError, ImageError, InspectionError
 
 #: IoU a predicted and a label region need for an object match.
@@ -147,19 +148,13 @@ def metrics(counts: dict[str, int]) -> dict[str, float]:
     }
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ImageError(f"{path}: not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def _read_label(path: Path) -> np.ndarray:
     """A label image as a boolean mask: changed where the value is above half the label's own maximum.
 
     So 0/255, 0/1 and 0/65535 labels all read alike, and so do JPEG-saved labels, whose compression leaves
     faint non-zero values around every region. A label saved as RGB(A) counts its brightest colour channel.
     """
+    check_image_size(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"{path}: not a readable image")
@@ -244,8 +239,6 @@ def evaluate_folder(root: str | Path, detectors: Sequence[str] = ("baseline", "d
     """
     import pandas as pd
 
-    from inspection.change import get_detector
-
     chosen = [get_detector(name) for name in detectors]  # fail on a bad name before reading anything
     sets = discover_pairs(root)
     rows = []
@@ -253,7 +246,7 @@ def evaluate_folder(root: str | Path, detectors: Sequence[str] = ("baseline", "d
     for set_name, pairs in sets.items():
         per_set = {name: dict.fromkeys(COUNT_KEYS, 0) | {"pairs": 0, "pixels": 0, "seconds": 0.0} for name in detectors}
         for a_path, b_path, label_path in pairs:
-            before, after, label = _read_rgb(a_path), _read_rgb(b_path), _read_label(label_path)
+            before, after, label = read_rgb(a_path), read_rgb(b_path), _read_label(label_path)
             if before.shape != after.shape or label.shape != before.shape[:2]:
                 raise InspectionError(
                     f"{set_name}/{a_path.name}: sizes differ (A {before.shape[:2]}, B {after.shape[:2]}, "

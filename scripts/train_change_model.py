@@ -60,7 +60,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inspection.evaluate import _read_label, _read_rgb, discover_pairs, metrics, score_pair  # noqa: E402
+from inspection.change import read_rgb  # noqa: E402
+from inspection.evaluate import _read_label, discover_pairs, metrics, score_pair  # noqa: E402
 from inspection.learned import MODEL_FORMAT, encode_pair, pair_statistics  # noqa: E402
 
 SETS = ("dsifn-256", "levir-256", "whu-1024")
@@ -105,7 +106,7 @@ def real_units() -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
     units = []
     for set_name, items in discover_pairs(shared_changes()).items():
         for a, b, lab in items:
-            before, after, label = _read_rgb(a), _read_rgb(b), _read_label(lab).astype(np.uint8)
+            before, after, label = read_rgb(a), read_rgb(b), _read_label(lab).astype(np.uint8)
             h, w = label.shape
             if min(h, w) < UNIT_SPLIT:
                 units.append((set_name, a.name, before, after, label))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -20,7 +22,7 @@ from inspection.change import (
     shift_image,
     write_change_mask,
 )
-from inspection.errors import DetectorError, InspectionError
+from inspection.errors import DetectorError, ImageError, InspectionError
 from inspection.evaluate import _read_label, discover_pairs, evaluate_folder, format_report, metrics, score_pair
 
 
@@ -170,6 +172,34 @@ def test_write_change_mask(tmp_path, scene):
     (tmp_path / "junk.png").write_text("not an image")
     with pytest.raises(InspectionError, match="not a readable image"):
         write_change_mask(before, tmp_path / "junk.png", tmp_path / "x.png")
+
+
+def png_header(path, width: int, height: int) -> None:
+    """A PNG whose header says ``width`` x ``height`` RGB but whose data is one row: a small file that claims
+    an enormous image, as a decompression bomb does."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * (1 + 3 * width))) + chunk(b"IEND", b""))
+
+
+def test_images_too_large_to_read_whole_are_refused_from_the_header(tmp_path, scene):
+    out = tmp_path / "mask.png"
+    # over our bound; over Pillow's own too (179 MP), which then tells only the pixel count
+    for (width, height), size in (((13_000, 12_000), "13000 x 12000 px"), ((20_000, 20_000), "400,000,000 px")):
+        bomb = tmp_path / f"bomb-{width}.png"
+        png_header(bomb, width, height)
+        for call in (lambda: write_change_mask(bomb, bomb, out), lambda: _read_label(bomb)):
+            with pytest.raises(ImageError, match=f"{size} is more than the 150 MP .*`gridmap detect`"):
+                call()
+    assert not out.exists()
+    real = tmp_path / "scene.png"
+    cv2.imwrite(str(real), scene)
+    assert read_rgb(real).shape == scene.shape
+    with pytest.raises(ImageError, match="more than the 0 MP"):
+        read_rgb(real, max_pixels=scene.shape[0] * scene.shape[1] - 1)
 
 
 # -- scoring ---------------------------------------------------------------------------------------
