@@ -487,7 +487,7 @@ def detect_command(before, after, workdir, buildings, detector, scheduler, worke
     finally:
         for bar in bars.values():
             bar.close()
-    new = candidates[candidates["match"] == "new"] if "match" in candidates else candidates
+    new = candidates[candidates["match"] == "new"]
     click.echo(f"{len(candidates)} candidates ({len(new)} new construction) -> {candidates.attrs.get('path', workdir)}")
     for row in new.sort_values("confidence", ascending=False).head(10).itertuples():
         where = f"grid {row.grid}" if getattr(row, "grid", None) else "outside the grids"

@@ -70,6 +70,16 @@ from inspection.ortho import SurveyPair, core_window, read_ortho_info, stac_item
 Progress = Callable[[str, int, int], None]
 STAGES: tuple[str, ...] = ("ingest", "check", "align", "detect", "vectorise", "match", "locate")
 FINAL_NAME = "candidates.geojson"
+#: The final table's columns and dtypes (see :func:`run_pipeline`), which a pair without candidates gets too:
+#: GeoJSON keeps no schema without a feature, and no caller should have to special-case an unchanged street.
+CANDIDATE_COLUMNS: dict[str, str] = {
+    "id": "str", "pair_id": "str",
+    **dict.fromkeys(("area_m2", "width_m", "compactness", "confidence"), "float64"),
+    **dict.fromkeys(("col0", "row0", "col1", "row1"), "int32"),
+    "colour_steel": "bool", "chip_before": "str", "chip_after": "str", "match": "str", "building_code": "str",
+    "covered": "float64", "building_share": "float64",
+    **dict.fromkeys(("street", "community", "grid", "courtyard", "worker"), "str"),
+}
 # Tiles sampled for the global shift: 512 px at the four quadrant centres, a megapixel whatever the
 # mosaic size, in a whole number of rounds on one, two or four workers; their median (the mean of the
 # middle two) ignores one that falls on a changed or featureless area. On a grid the four would cover
@@ -258,6 +268,9 @@ def run_pipeline(
         locate.finish()
     report("locate", 1, 1)
     result = _read_frame(final)
+    if result.empty:
+        result = gpd.GeoDataFrame({name: pd.Series([], dtype=dtype) for name, dtype in CANDIDATE_COLUMNS.items()},
+                                  geometry=gpd.GeoSeries([], crs=cand.STORAGE_CRS), crs=cand.STORAGE_CRS)
     result.attrs["path"] = str(final)
     return result
 

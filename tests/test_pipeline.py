@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,7 +15,7 @@ from distributed import Client
 
 from gridmap.demo import generate_demo_street
 from inspection.candidates import MATCH_REGISTERED
-from inspection.pipeline import STAGES, WORKER_ENVIRON, local_cluster, run_pipeline
+from inspection.pipeline import CANDIDATE_COLUMNS, FINAL_NAME, STAGES, WORKER_ENVIRON, local_cluster, run_pipeline
 from inspection.synthetic import survey_pair
 
 GRIDS_FILE = Path(__file__).resolve().parent.parent / "data" / "boundaries" / "demo-grids.geojson"
@@ -117,6 +118,8 @@ def test_outputs_and_progress(run):
     for relative in list(found["chip_before"]) + list(found["chip_after"]):
         assert (root / relative).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG
     assert found["id"].is_unique
+    assert list(found.columns) == [*CANDIDATE_COLUMNS, "geometry"]
+    assert found.drop(columns="geometry").dtypes.astype(str).to_dict() == CANDIDATE_COLUMNS
     stages = [c[0] for c in run["calls"]]
     assert ("detect", 4, 4) in run["calls"] and set(stages) == set(STAGES)
 
@@ -179,6 +182,22 @@ def _no_wide_reads(read):
         return read(self, window)
 
     return checked
+
+
+def test_an_unchanged_pair_gives_no_candidates_and_every_column(run, client, tmp_path):
+    """The same survey twice: nothing found, as the same table without rows (GeoJSON keeps no columns
+    without a feature), on a first run and on one that resumes after the vectorise stage."""
+    before, _, _ = survey_pair(tmp_path / "surveys", seed=2, size_m=100, resolution=0.4, units=run["units"])
+    for resume in (False, True):
+        if resume:  # the last two stages read what vectorise wrote: a GeoJSON without features or columns
+            for stage in ("match", "locate"):
+                shutil.rmtree(root / stage)
+            (root / FINAL_NAME).unlink()
+        found = run_pipeline(before, before, workdir=tmp_path / "work", buildings=run["units"]["building"],
+                             tile_size=256, client=client)
+        root = Path(found.attrs["path"]).parent
+        assert len(found) == 0 and list(found.columns) == [*CANDIDATE_COLUMNS, "geometry"]
+        assert found.crs == "EPSG:4326"
 
 
 def test_candidate_pixels_are_those_whose_centre_is_inside_as_gdal_burns_them():
