@@ -100,6 +100,8 @@ _DEFAULT_WORKERS = 2
 # the detector's window sizes, and fine enough that a 4 m² shed is some 44 pixels. Drone mosaics at 2-15 cm
 # are read from their overviews, so decoding and detection cost a fraction of the full-resolution pixels.
 WORKING_RESOLUTION_M = 0.3
+#: Fewest pixels a side of the detection grid a pair must share (the detectors' own floor is 8).
+MIN_GRID_PX = 16
 
 
 def run_pipeline(
@@ -189,6 +191,11 @@ def run_pipeline(
         report("ingest", 1, 1)
 
         pair = _working_pair(before, after, working_resolution_m, step=step)
+        if min(pair.shape) < MIN_GRID_PX:
+            raise RasterError(
+                f"the surveys share only {pair.shape[1]} x {pair.shape[0]} px of the {pair.resolution:.2f} m grid "
+                f"detection works on (at least {MIN_GRID_PX} a side is needed): their overlap is too small, or "
+                "one survey too coarse, to look for buildings in")
         chip_pair = _working_pair(before, after, working_resolution_m) if step > 1 else pair
         check = _Stage(root, "check", {"upstream": ingest.key, "resolution": pair.resolution,
                                        "chip_resolution": chip_pair.resolution})

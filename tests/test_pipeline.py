@@ -200,6 +200,22 @@ def test_an_unchanged_pair_gives_no_candidates_and_every_column(run, client, tmp
         assert found.crs == "EPSG:4326"
 
 
+def test_a_pair_sharing_too_few_grid_pixels_is_refused_with_the_reason(client, tmp_path):
+    from affine import Affine
+
+    from inspection.errors import RasterError
+    from inspection.ortho import write_ortho
+
+    rng = np.random.default_rng(0)
+    fine = write_ortho(tmp_path / "fine.tif", rng.integers(0, 255, (500, 500, 3), dtype=np.uint8),
+                       Affine(0.2, 0, 517200.0, 0, -0.2, 3348100.0), "EPSG:4549")
+    coarse = write_ortho(tmp_path / "coarse.tif", rng.integers(0, 255, (10, 10, 3), dtype=np.uint8),
+                         Affine(30.0, 0, 517100.0, 0, -30.0, 3348200.0), "EPSG:4549")
+    with pytest.raises(RasterError, match=r"share only 2 x 2 px of the 60.00 m grid .* too small, or one survey "
+                                          r"too coarse"):
+        run_pipeline(fine, coarse, workdir=tmp_path / "work", client=client)
+
+
 def test_candidate_pixels_are_those_whose_centre_is_inside_as_gdal_burns_them():
     import rasterio.features
     from affine import Affine
