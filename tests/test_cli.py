@@ -265,4 +265,5 @@ def test_detect_finds_new_sheds_and_a_rerun_adds_nothing(demo_store, tmp_path):
     second = runner.invoke(main, args)
     assert second.exit_code == 0 and second.output == first.output
     unchanged = runner.invoke(main, [*args[:2], str(before), *args[3:]])  # the same survey twice
-    assert unchanged.exit_code == 0 and unchanged.output.startswith("0 candidates (0 new construction)"), unchanged.output
+    assert unchanged.exit_code == 0, unchanged.output
+    assert unchanged.output.startswith("0 candidates (0 new construction)"), unchanged.output
