@@ -311,6 +311,8 @@ class LearnedChangeDetector:
         lab_b, lab_a = _working_lab(before, step), _working_lab(after, step)
         lab_a = shift_image(lab_a, -shift[0] / step, -shift[1] / step)
         table_b, table_a = input_tables(lab_statistics(lab_b, lab_a), info["input_quantization"])
+        # the network's input bytes, once for the whole image (tiles share their margins)
+        net_b, net_a = cv2.LUT(lab_b, table_b), cv2.LUT(lab_a, table_a)
         hs, ws = lab_b.shape[:2]
         prob = np.zeros((2, hs, ws), np.float32)
         tile = max(16, int(self.tile))
@@ -329,8 +331,8 @@ class LearnedChangeDetector:
                 bottom += -((cy1 - cy0) + top + bottom) % multiple
                 right += -((cx1 - cx0) + left + right) % multiple
                 window = (slice(cy0, cy1), slice(cx0, cx1))
-                logits = net(cv2.LUT(_pad(lab_b[window], top, bottom, left, right), table_b),
-                             cv2.LUT(_pad(lab_a[window], top, bottom, left, right), table_a))
+                logits = net(_pad(net_b[window], top, bottom, left, right),
+                             _pad(net_a[window], top, bottom, left, right))
                 origin_y, origin_x = cy0 - top, cx0 - left  # of the network's input, in working pixels
                 prob[:, y0:y1, x0:x1] = _sigmoid(
                     logits[:, y0 - origin_y : y1 - origin_y, x0 - origin_x : x1 - origin_x]
